@@ -1,0 +1,60 @@
+"""cgrs-eval: text->image Recall@1/5/10 with place-level positives, coarse and CGRS in one run."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import add_engine_options, engine_config, run
+
+
+def _main(args) -> int:
+    from ..engine import CGRSEngine, QueryOptions
+    from ..evaluation import evaluate
+    from ..queries import read_queries
+
+    config = engine_config(args)
+    settings = QueryOptions(top_k=args.top_k, fusion_weight=args.fusion_weight).apply(config.retrieval)
+    if args.geotext:
+        from ..formats import load_geotext
+        _, queries = load_geotext(args.geotext, image_root=args.image_root)
+    else:
+        queries = read_queries(args.queries)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    engine = CGRSEngine.load(config, args.index)
+    try:
+        report = evaluate(engine, queries, modes=modes, settings=settings, progress=not args.no_progress)
+    finally:
+        engine.close()
+    print(f"{report.n_queries} queries, top_k={settings.top_k}, fusion_weight={settings.fusion_weight}, "
+          f"normalization={settings.normalization}")
+    print(report.table())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cgrs-eval", description=__doc__)
+    p.add_argument("--index", required=True, help="index folder built by cgrs-index")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--queries", help="queries.jsonl with place_id ground truth")
+    source.add_argument("--geotext", help="GeoText-1652 JSON whose captions are the queries")
+    p.add_argument("--image-root", help="with --geotext: the folder its image paths are relative to")
+    add_engine_options(p)
+    p.add_argument("--modes", default="coarse,cached", help="comma list of coarse, cached, online")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--fusion-weight", type=float)
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    return run(_main, parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

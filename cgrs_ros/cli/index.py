@@ -1,0 +1,36 @@
+"""cgrs-index: encode, caption and embed a gallery into an index folder (resumable)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_engine_options, add_gallery_options, engine_config, load_gallery, run
+
+
+def _main(args) -> int:
+    from ..index import build_index
+
+    config = engine_config(args)
+    gallery, _ = load_gallery(args)
+    meta = build_index(gallery, config, args.out, progress=not args.no_progress)
+    print(f"indexed {meta['count']} images of {len(gallery)} into {args.out}"
+          f" ({meta['skipped']} skipped, listed in {args.out}/skipped.json;"
+          f" {meta['resumed']} reused from an interrupted build)")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cgrs-index", description=__doc__)
+    add_gallery_options(p)
+    add_engine_options(p)
+    p.add_argument("--out", required=True, help="index folder to write (a killed build resumes on rerun)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    return run(_main, parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

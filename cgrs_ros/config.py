@@ -1,0 +1,141 @@
+"""Engine configuration: which models, on which device, and how the rerank fuses scores.
+
+A YAML file (see ``cgrs_ros/resources/engine_default.yaml`` and ``config/engine_hub_models.yaml``)::
+
+    device: auto            # auto | cpu | cuda | cuda:N
+    dtype: auto             # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
+    retriever:       {name: open_clip, model: ViT-B-32, pretrained: laion2b_s34b_b79k}
+    captioner:       {name: image_to_text, model: Salesforce/blip-image-captioning-base}
+    text_similarity: {name: sentence_transformers, model: sentence-transformers/all-MiniLM-L6-v2}
+    retrieval:       {top_k: 20, fusion_weight: 0.5, normalization: zscore, caption_mode: cached, max_results: 10}
+    index:           {batch_size: 32, chunk_size: 256}
+
+Relative file paths inside model specs (checkpoints, local model folders) are resolved against the
+YAML file's folder, so a config and the weights it names can travel together.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from .errors import CGRSInputError
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
+DEFAULT_ENGINE_CONFIG = RESOURCES / "engine_default.yaml"
+
+NORMALISATIONS = ("zscore", "minmax", "none")
+CAPTION_MODES = ("cached", "online", "off")
+_PATH_KEYS = ("model", "pretrained", "checkpoint", "model_config")
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """How a query is answered.
+
+    ``fusion_weight`` is the caption score's share of the fused score (0 = coarse only, 1 = captions
+    only).  ``normalization`` puts both scores on one scale per query before mixing: CLIP cosines of
+    the top-20 differ by a few hundredths while sentence-embedding cosines spread over tenths, so raw
+    scores would let one model drown the other.  z-score is the default because it is robust to the
+    one outlier that min-max stretches the rest around.
+    """
+
+    top_k: int = 20
+    fusion_weight: float = 0.5
+    normalization: str = "zscore"
+    caption_mode: str = "cached"
+    max_results: int = 10
+
+    def validated(self, where: str = "retrieval") -> "RetrievalSettings":
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise CGRSInputError(f"{where}.top_k must be a positive integer, got {self.top_k!r}")
+        if isinstance(self.max_results, bool) or not isinstance(self.max_results, int) or self.max_results < 1:
+            raise CGRSInputError(f"{where}.max_results must be a positive integer, got {self.max_results!r}")
+        weight = self.fusion_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise CGRSInputError(f"{where}.fusion_weight must be a number in [0, 1], got {weight!r}")
+        if self.normalization not in NORMALISATIONS:
+            raise CGRSInputError(f"{where}.normalization {self.normalization!r}; use one of {NORMALISATIONS}")
+        if self.caption_mode not in CAPTION_MODES:
+            raise CGRSInputError(f"{where}.caption_mode {self.caption_mode!r}; use one of {CAPTION_MODES}")
+        return replace(self, fusion_weight=float(weight))
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    batch_size: int = 32     # images per encoder/captioner batch
+    chunk_size: int = 256    # images per resumable unit of work written to disk
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    retriever: dict
+    captioner: dict
+    text_similarity: dict
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    device: str = "auto"
+    dtype: str = "auto"
+    source: str = ""
+
+    def model_spec(self, kind: str) -> dict:
+        """The spec a registry builds from, with the device settings added."""
+        return dict(getattr(self, kind), device=self.device, dtype=self.dtype)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("source")
+        return data
+
+
+def load_engine_config(path: str | Path | None = None, **overrides) -> EngineConfig:
+    """Read a YAML engine config (None: the packaged default) and apply top-level ``overrides``."""
+    path = Path(path) if path else DEFAULT_ENGINE_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CGRSInputError(f"cannot read engine config {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CGRSInputError(f"engine config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CGRSInputError(f"engine config {path}: expected a mapping at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return engine_config_from_dict(data, base_dir=path.parent, source=str(path))
+
+
+def engine_config_from_dict(data: dict, base_dir: Path, source: str = "<dict>") -> EngineConfig:
+    data = copy.deepcopy(data)
+    known = {"retriever", "captioner", "text_similarity", "retrieval", "index", "device", "dtype"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CGRSInputError(f"engine config {source}: unknown keys {unknown}; known: {sorted(known)}")
+    specs = {}
+    for kind in ("retriever", "captioner", "text_similarity"):
+        spec = data.get(kind)
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise CGRSInputError(f"engine config {source}: '{kind}' must be a mapping with a 'name'")
+        specs[kind] = _resolve_paths(spec, base_dir)
+    try:
+        retrieval = RetrievalSettings(**(data.get("retrieval") or {})).validated(f"{source}: retrieval")
+        index = IndexSettings(**(data.get("index") or {}))
+    except TypeError as exc:
+        raise CGRSInputError(f"engine config {source}: {exc}") from exc
+    return EngineConfig(retrieval=retrieval, index=index, device=str(data.get("device", "auto")),
+                        dtype=str(data.get("dtype", "auto")), source=source, **specs)
+
+
+def _resolve_paths(spec: dict, base_dir: Path) -> dict:
+    """Make ``./x`` / ``x/y.safetensors`` style values absolute when they exist next to the YAML."""
+    spec = dict(spec)
+    for key in _PATH_KEYS:
+        value = spec.get(key)
+        if not isinstance(value, str):
+            continue
+        prefix = "local-dir:" if value.startswith("local-dir:") else ""
+        raw = value[len(prefix):]
+        candidate = (base_dir / raw).expanduser()
+        if not Path(raw).is_absolute() and candidate.exists():
+            spec[key] = prefix + str(candidate.resolve())
+    return spec

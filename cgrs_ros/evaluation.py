@@ -1,0 +1,103 @@
+"""Text -> image Recall@K with place-level positives, for coarse retrieval and CGRS in one run.
+
+A query is a hit at K when any image of its place is among the top K (GeoText-1652 / RoboSense
+protocol: positives are building-level).  Rankings are deterministic: equal scores keep gallery
+order (coarse) or coarse order (rerank), so a figure can be reproduced exactly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import CGRSInputError
+from .fusion import rerank
+from .queries import Query
+
+DEFAULT_KS = (1, 5, 10)
+MODES = ("coarse", "cached", "online")
+
+
+def recall_at_k(ranked_places: Sequence[Sequence[str]], positives: Sequence[str],
+                ks: Sequence[int] = DEFAULT_KS) -> dict[int, float]:
+    """Percent of queries whose place appears in the first K entries of their ranked place list."""
+    if len(ranked_places) != len(positives):
+        raise ValueError(f"{len(ranked_places)} rankings for {len(positives)} queries")
+    if not positives:
+        raise CGRSInputError("no queries with a known place to evaluate")
+    first_hit = [next((i for i, place in enumerate(ranking) if place == positive), None)
+                 for ranking, positive in zip(ranked_places, positives)]
+    return {k: 100.0 * sum(h is not None and h < k for h in first_hit) / len(positives) for k in ks}
+
+
+@dataclass
+class EvaluationReport:
+    n_queries: int
+    ks: tuple[int, ...]
+    recall: dict[str, dict[int, float]] = field(default_factory=dict)
+    seconds_per_query: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"n_queries": self.n_queries, "settings": self.settings,
+                "recall": {mode: {f"R@{k}": round(v, 2) for k, v in r.items()} for mode, r in self.recall.items()},
+                "seconds_per_query": {m: round(s, 5) for m, s in self.seconds_per_query.items()}}
+
+    def table(self) -> str:
+        header = f"{'mode':<14}" + "".join(f"{'R@' + str(k):>8}" for k in self.ks) + f"{'s/query':>10}"
+        lines = [header, "-" * len(header)]
+        for mode, values in self.recall.items():
+            label = "coarse" if mode == "coarse" else f"CGRS-{mode}"
+            lines.append(f"{label:<14}" + "".join(f"{values[k]:8.2f}" for k in self.ks)
+                         + f"{self.seconds_per_query.get(mode, float('nan')):10.4f}")
+        return "\n".join(lines)
+
+
+def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse", "cached"),
+             ks: Sequence[int] = DEFAULT_KS, settings=None, progress: bool = True,
+             batch_size: int = 256) -> EvaluationReport:
+    """Rank every query under each mode and report Recall@K (percent) and time per query.
+
+    CGRS reranks the coarse top-``top_k``; ranks beyond ``top_k`` (when K > top_k) keep the coarse order.
+    """
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise CGRSInputError(f"unknown evaluation modes {unknown}; use {MODES}")
+    scored = [q for q in queries if q.place_id is not None]
+    if not scored:
+        raise CGRSInputError("none of the queries has a place_id: nothing to score")
+    settings = settings or engine.config.retrieval
+    depth = max(max(ks), settings.top_k)
+    texts = [q.text for q in scored]
+    started = time.perf_counter()
+    query_vectors = np.concatenate([engine.models.retriever.encode_texts(texts[i:i + batch_size])
+                                    for i in range(0, len(texts), batch_size)])
+    encode_seconds = time.perf_counter() - started
+    text_vectors = None
+    if any(mode != "coarse" for mode in modes):
+        text_vectors = engine.models.text_similarity.encode(texts)
+    report = EvaluationReport(len(scored), tuple(ks), settings={
+        "top_k": settings.top_k, "fusion_weight": settings.fusion_weight,
+        "normalization": settings.normalization})
+    places = np.array([r.place_id for r in engine.index.records])
+    for mode in modes:
+        rankings = []
+        started = time.perf_counter()
+        for i in tqdm(range(len(scored)), desc=f"eval {mode}", unit="q", disable=not progress, dynamic_ncols=True):
+            rows, coarse = engine.coarse(query_vectors[i], depth)
+            if mode != "coarse":
+                head = rows[:settings.top_k]
+                _, caption_vectors = engine.candidate_captions(head, mode)
+                order, _ = rerank(coarse[:settings.top_k], caption_vectors @ text_vectors[i],
+                                  settings.fusion_weight, settings.normalization)
+                rows = np.concatenate([head[order], rows[settings.top_k:]])
+            rankings.append(places[rows[:max(ks)]].tolist())
+        elapsed = time.perf_counter() - started + encode_seconds
+        report.recall[mode] = recall_at_k(rankings, [q.place_id for q in scored], ks)
+        report.seconds_per_query[mode] = elapsed / len(scored)
+    return report
+
+

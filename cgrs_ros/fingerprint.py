@@ -1,0 +1,63 @@
+"""What made an index: a comparable record of the models and settings behind its vectors and captions.
+
+An index searched with a different CLIP, or reranked against captions of a different captioner,
+returns confident nonsense; comparing fingerprints turns that into a clear refusal.  Only options
+that change the numbers are recorded (not batch sizes or devices), and local weight files are
+recorded by name and a content signature, so moving a folder does not invalidate an index but
+retraining a checkpoint does.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .config import EngineConfig
+
+_MEANINGFUL = {
+    "retriever": ("name", "model", "pretrained", "checkpoint", "model_config"),
+    "captioner": ("name", "model", "prompt", "max_new_tokens", "num_beams"),
+    "text_similarity": ("name", "model"),
+}
+_SIGNATURE_BYTES = 1 << 20
+
+
+def file_signature(path: Path) -> str:
+    """sha256 over the size and the first and last MiB: cheap for GB checkpoints, changes on retrain."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(_SIGNATURE_BYTES))
+        if path.stat().st_size > _SIGNATURE_BYTES:
+            handle.seek(-_SIGNATURE_BYTES, 2)
+            digest.update(handle.read(_SIGNATURE_BYTES))
+    return digest.hexdigest()[:16]
+
+
+def _describe(value):
+    if not isinstance(value, str):
+        return value
+    raw = value[len("local-dir:"):] if value.startswith("local-dir:") else value
+    path = Path(raw)
+    if not path.is_absolute() or not path.exists():
+        return value
+    if path.is_file():
+        return f"file:{path.name}:{file_signature(path)}"
+    parts = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".pt"))
+    digest = hashlib.sha256("".join(f"{p.relative_to(path)}:{file_signature(p)};" for p in parts).encode())
+    return f"dir:{path.name}:{digest.hexdigest()[:16]}"
+
+
+def engine_fingerprint(config: EngineConfig) -> dict:
+    return {kind: {key: _describe(getattr(config, kind).get(key)) for key in keys
+                   if getattr(config, kind).get(key) is not None}
+            for kind, keys in _MEANINGFUL.items()}
+
+
+def fingerprint_differences(built: dict, wanted: dict) -> list[str]:
+    """Human-readable differences, e.g. ``retriever.model: index has 'RN50', config has 'ViT-B-32'``."""
+    diffs = []
+    for kind in sorted(set(built) | set(wanted)):
+        a, b = built.get(kind, {}), wanted.get(kind, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                diffs.append(f"{kind}.{key}: index has {a.get(key)!r}, config has {b.get(key)!r}")
+    return diffs

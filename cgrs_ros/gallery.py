@@ -1,0 +1,186 @@
+"""The gallery: geo-tagged images of places, and the manifest file that describes them.
+
+Manifest format (``manifest.jsonl``, JSON Lines, UTF-8, one object per image)::
+
+    {"image_id": "p0007_drone_02", "path": "images/p0007_drone_02.png", "place_id": "p0007",
+     "platform": "drone", "lat": 47.3712, "lon": 8.5421, "alt": 120.0, "heading": 45.0,
+     "descriptions": ["..."], ...any other keys...}
+
+- ``image_id``   unique string; what rankings and submissions report.
+- ``path``       image file, relative to the manifest's folder (absolute paths and ``..`` that leave
+                 the gallery folder are refused: an index must never read outside its gallery).
+- ``place_id``   the target the image shows (a building, a site); all images of one place are
+                 positives for a query about it (place-level recall, as in GeoText-1652).
+- ``platform``   ``drone`` | ``satellite`` | ``ground``.
+- ``lat``, ``lon`` WGS-84 degrees; ``alt`` metres above the ellipsoid; ``heading`` degrees clockwise
+                 from north (the camera's yaw).  Each key must be present; its value must be a number,
+                 or ``null`` for "not geo-tagged" (GeoText-1652 has no GPS).  A record with null
+                 coordinates can be retrieved but never becomes a navigation target.
+- any other key is kept in ``extras`` and written back unchanged.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import CGRSInputError
+
+PLATFORMS = ("drone", "satellite", "ground")
+GEO_FIELDS = ("lat", "lon", "alt", "heading")
+_CORE_FIELDS = ("image_id", "path", "place_id", "platform") + GEO_FIELDS
+_GEO_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0), "alt": (-1000.0, 100000.0),
+               "heading": (-360.0, 360.0)}
+
+
+@dataclass(frozen=True)
+class GalleryRecord:
+    """One gallery image and where it was taken."""
+
+    image_id: str
+    path: str
+    place_id: str
+    platform: str
+    lat: float | None
+    lon: float | None
+    alt: float | None
+    heading: float | None
+    extras: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def has_geo(self) -> bool:
+        """True when the record can be turned into a navigation target."""
+        return self.lat is not None and self.lon is not None
+
+    def to_json(self) -> dict:
+        row = {name: getattr(self, name) for name in _CORE_FIELDS}
+        row.update(self.extras)
+        return row
+
+
+def parse_record(row: object, where: str) -> GalleryRecord:
+    """Validate one manifest object; ``where`` names the file and row in every error."""
+    if not isinstance(row, dict):
+        raise CGRSInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for name in ("image_id", "path", "place_id", "platform"):
+        value = row.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise CGRSInputError(f"{where}: field '{name}' is missing or not a non-empty string")
+    if row["platform"] not in PLATFORMS:
+        raise CGRSInputError(
+            f"{where}: field 'platform' is {row['platform']!r}; expected one of {', '.join(PLATFORMS)}")
+    geo = {}
+    for name in GEO_FIELDS:
+        if name not in row:
+            raise CGRSInputError(f"{where}: field '{name}' is missing (use null if unknown)")
+        geo[name] = _parse_coordinate(row[name], name, where)
+    if (geo["lat"] is None) != (geo["lon"] is None):
+        raise CGRSInputError(f"{where}: 'lat' and 'lon' must both be numbers or both be null")
+    extras = {k: v for k, v in row.items() if k not in _CORE_FIELDS}
+    return GalleryRecord(row["image_id"], row["path"], row["place_id"], row["platform"],
+                         extras=extras, **geo)
+
+
+def _parse_coordinate(value: object, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CGRSInputError(f"{where}: field '{name}' is {value!r}, not a number")
+    value = float(value)
+    low, high = _GEO_RANGES[name]
+    if not math.isfinite(value) or not low <= value <= high:
+        raise CGRSInputError(f"{where}: field '{name}' = {value} is outside [{low}, {high}]")
+    return value
+
+
+class Gallery:
+    """An ordered, validated set of records whose image paths all lie inside ``root``."""
+
+    def __init__(self, records: Iterable[GalleryRecord], root: str | os.PathLike, source: str = "",
+                 locations: list[str] | None = None):
+        """``locations`` (one per record, e.g. ``file:row``) names the culprit in every error."""
+        self.root = Path(root).resolve()
+        self.source = source or str(self.root)
+        self.records: list[GalleryRecord] = list(records)
+        if not self.records:
+            raise CGRSInputError(f"{self.source}: the gallery is empty")
+        locations = locations or [self.source] * len(self.records)
+        seen: set[str] = set()
+        for record, where in zip(self.records, locations):
+            if record.image_id in seen:
+                raise CGRSInputError(f"{where}: duplicate image_id {record.image_id!r}")
+            seen.add(record.image_id)
+            self.resolve(record, where)  # refuses paths that leave the gallery folder
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[GalleryRecord]:
+        return iter(self.records)
+
+    def resolve(self, record: GalleryRecord, where: str = "") -> Path:
+        """Absolute image path, refusing anything outside the gallery folder."""
+        return resolve_inside(self.root, record, where or self.source)
+
+    @property
+    def place_ids(self) -> list[str]:
+        return [record.place_id for record in self.records]
+
+
+def resolve_inside(root: Path, record: GalleryRecord, where: str) -> Path:
+    """``root / record.path``, refusing absolute paths and ``..`` (or links) that leave ``root``."""
+    candidate = Path(record.path)
+    full = (root / candidate).resolve()
+    if candidate.is_absolute() or root not in full.parents:
+        raise CGRSInputError(f"{where}: image {record.image_id!r} has path {record.path!r}, "
+                             f"which leaves the gallery folder {root}")
+    return full
+
+
+def read_manifest(path: str | os.PathLike) -> Gallery:
+    """Load and validate a ``manifest.jsonl``; image paths are relative to its folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.jsonl"
+    try:
+        # split on newlines only: JSON may legally hold U+2028 and friends that splitlines() breaks on
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise CGRSInputError(f"cannot read gallery manifest {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CGRSInputError(f"gallery manifest {path} is not UTF-8 text: {exc}") from exc
+    records, locations = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CGRSInputError(f"{where}: not valid JSON ({exc.msg})") from exc
+        records.append(parse_record(row, where))
+        locations.append(where)
+    return Gallery(records, path.parent, source=str(path), locations=locations)
+
+
+def write_manifest(records: Iterable[GalleryRecord], path: str | os.PathLike) -> Path:
+    """Write records as JSON Lines, atomically (a reader never sees half a manifest)."""
+    path = Path(path)
+    text = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write through a temporary file in the same folder and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,148 @@
+"""Captioners: vision-language models that describe a candidate image in words.
+
+Two families cover the on-board captioners people use:
+- ``image_to_text``: encoder-decoder captioners (BLIP, GIT, VisionEncoderDecoder such as the
+  embedded default): pixels in, caption out, optional text prefix.
+- ``chat_vlm``: chat-style VLMs (Qwen2-VL, Qwen2.5-VL, SmolVLM, ...) driven through their processor's
+  chat template with a configurable instruction prompt.
+Both load a hub id or a local folder through transformers' Auto classes and generate in batches.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import CGRSInputError
+from .device import resolve_device, resolve_dtype
+from .local_weights import resolve_model_path
+from .registry import Registry
+
+CAPTIONERS: Registry["Captioner"] = Registry("captioner")
+
+DEFAULT_CHAT_PROMPT = ("Describe this aerial image of a place for a drone pilot: the main building, its roof "
+                       "colour and shape, and what lies around it (roads, water, pools, parking, fields) "
+                       "with directions. One or two sentences.")
+
+
+class Captioner(Protocol):
+    def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
+    def fingerprint(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+def _image_text_model_class():
+    import transformers
+    # transformers >= 4.50 folds Vision2Seq into ImageTextToText; older stacks (Humble-era) only have the former.
+    return getattr(transformers, "AutoModelForImageTextToText", None) or transformers.AutoModelForVision2Seq
+
+
+class _SplitProcessor:
+    """Image processor + tokenizer for checkpoints saved without a joint processor (VisionEncoderDecoder)."""
+
+    def __init__(self, image_processor, tokenizer):
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+
+    def __call__(self, images, text=None, return_tensors="pt", **kwargs):
+        inputs = dict(self.image_processor(images=images, return_tensors=return_tensors))
+        if text is not None:
+            inputs.update(self.tokenizer(text, return_tensors=return_tensors, padding=True))
+        return inputs
+
+    def batch_decode(self, ids, **kwargs):
+        return self.tokenizer.batch_decode(ids, **kwargs)
+
+
+def _load_processor(path: str, trust_remote_code: bool):
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, ProcessorMixin
+
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if isinstance(processor, ProcessorMixin):
+        return processor
+    return _SplitProcessor(AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code),
+                           AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
+
+
+class TransformersCaptioner:
+    """Shared loading, batching and decoding; subclasses only say how a batch is prompted."""
+
+    kind = ""
+
+    def __init__(self, model: str, max_new_tokens: int = 30, num_beams: int = 1, prompt: str | None = None,
+                 batch_size: int = 16, trust_remote_code: bool = False,
+                 device: str | None = None, dtype: str | None = None):
+        if not isinstance(model, str) or not model:
+            raise CGRSInputError(f"captioner {self.kind}: 'model' must be a hub id or a folder")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.max_new_tokens, self.num_beams = int(max_new_tokens), int(num_beams)
+        self.batch_size = int(batch_size)
+        self.prompt = prompt
+        self._spec = {"name": self.kind, "model": model, "prompt": prompt,
+                      "max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
+        path = resolve_model_path(model)
+        self.processor = _load_processor(path, trust_remote_code)
+        self.model = _image_text_model_class().from_pretrained(
+            path, dtype=self.dtype, trust_remote_code=trust_remote_code).to(self.device).eval()
+
+    def _inputs(self, images: list[Image.Image]) -> dict:
+        raise NotImplementedError
+
+    def _strip_prompt(self, ids: torch.Tensor, inputs: dict) -> torch.Tensor:
+        return ids
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        captions: list[str] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [image.convert("RGB") for image in images[start:start + self.batch_size]]
+            inputs = {k: v.to(self.device) for k, v in self._inputs(batch).items()}
+            if "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            with torch.inference_mode():
+                ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                          num_beams=self.num_beams, do_sample=False)
+            texts = self.processor.batch_decode(self._strip_prompt(ids, inputs), skip_special_tokens=True)
+            captions.extend(" ".join(text.split()) for text in texts)
+        return captions
+
+    def fingerprint(self) -> dict:
+        return dict(self._spec)
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@CAPTIONERS.register("image_to_text")
+class ImageToTextCaptioner(TransformersCaptioner):
+    """Encoder-decoder captioners; ``prompt`` is an optional text prefix (BLIP conditional captioning)."""
+
+    kind = "image_to_text"
+
+    def _inputs(self, images):
+        text = [self.prompt] * len(images) if self.prompt else None
+        return self.processor(images=images, text=text, return_tensors="pt")
+
+
+@CAPTIONERS.register("chat_vlm")
+class ChatVLMCaptioner(TransformersCaptioner):
+    """Chat VLMs: one user turn holding the image and the instruction, through the chat template."""
+
+    kind = "chat_vlm"
+
+    def __init__(self, model: str, prompt: str | None = None, **options):
+        super().__init__(model, prompt=prompt or DEFAULT_CHAT_PROMPT, **options)
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.padding_side = "left"  # decoder-only batches must be left-padded to generate
+
+    def _inputs(self, images):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
+        chat = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return self.processor(images=[[image] for image in images], text=[chat] * len(images),
+                              return_tensors="pt", padding=True)
+
+    def _strip_prompt(self, ids, inputs):
+        return ids[:, inputs["input_ids"].shape[1]:]

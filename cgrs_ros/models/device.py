@@ -1,0 +1,31 @@
+"""Device and dtype choice shared by every model: CUDA when present, fp16 there, fp32 on CPU."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import CGRSInputError
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise CGRSInputError(f"device {device!r} is not a torch device ('auto', 'cpu', 'cuda', 'cuda:N')") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CGRSInputError(f"device {device!r} was asked for but CUDA is not available here")
+    return resolved
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """'auto' means fp16 on CUDA (2x faster, half the memory) and fp32 on CPU (fp16 is slow there)."""
+    if dtype in (None, "", "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise CGRSInputError(f"dtype {dtype!r} unknown; use auto, {', '.join(_DTYPES)}") from None

@@ -1,0 +1,144 @@
+"""Coarse retrievers: CLIP-style dual encoders that put images and text in one embedding space.
+
+Every retriever returns float32, L2-normalised rows, so cosine similarity is a dot product and an
+index built once can be searched with a matrix product (or memory-mapped on a Jetson).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import CGRSInputError
+from .device import resolve_device, resolve_dtype
+from .local_weights import resolve_model_path
+from .registry import Registry
+
+RETRIEVERS: Registry["Retriever"] = Registry("retriever")
+
+# open_clip model configs shipped with the project (the embedded default CLIP); registered by name.
+SHIPPED_OPEN_CLIP_CONFIGS = Path(__file__).resolve().parent.parent / "resources" / "open_clip"
+
+
+class Retriever(Protocol):
+    embedding_dim: int
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+    def fingerprint(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+def l2_normalise(x: torch.Tensor) -> np.ndarray:
+    x = x.float()
+    return torch.nn.functional.normalize(x, dim=-1).cpu().numpy().astype(np.float32)
+
+
+@RETRIEVERS.register("open_clip")
+class OpenClipRetriever:
+    """Any open_clip model.
+
+    Options:
+      model        open_clip name (``ViT-B-32``), ``local-dir:/folder`` or ``hf-hub:org/repo``.
+      pretrained   an open_clip pretrained tag (``laion2b_s34b_b79k``) or a full checkpoint file
+                   (RemoteCLIP ``RemoteCLIP-ViT-B-32.pt``, GeoRSCLIP ``RS5M_ViT-B-32.pt``).
+      checkpoint   a state-dict file (safetensors or weights-only torch) loaded after creation whose
+                   missing keys may only belong to a tower initialised from pretrained weights (a
+                   frozen Hugging Face text tower is not re-shipped in every checkpoint).
+      model_config an extra open_clip model-config JSON file or folder to register before creating.
+    """
+
+    def __init__(self, model: str, pretrained: str | None = None, checkpoint: str | None = None,
+                 model_config: str | None = None, batch_size: int = 64,
+                 device: str | None = None, dtype: str | None = None):
+        import open_clip
+
+        if SHIPPED_OPEN_CLIP_CONFIGS.is_dir():
+            open_clip.add_model_config(SHIPPED_OPEN_CLIP_CONFIGS)
+        if model_config:
+            if not Path(model_config).exists():
+                raise CGRSInputError(f"retriever model_config {model_config} does not exist")
+            open_clip.add_model_config(Path(model_config))
+        for name, path in (("pretrained", pretrained), ("checkpoint", checkpoint)):
+            if path and _looks_like_file(path) and not Path(path).is_file():
+                raise CGRSInputError(f"retriever {name} file {path} does not exist")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = int(batch_size)
+        self._spec = {"name": "open_clip", "model": model, "pretrained": pretrained,
+                      "checkpoint": Path(checkpoint).name if checkpoint else None}
+        model_kwargs, tokenizer_name = _resolve_hf_text_tower(open_clip, model)
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=pretrained, device=self.device, **model_kwargs)
+        if checkpoint:
+            _load_partial_checkpoint(open_clip, self.model, checkpoint, model_kwargs)
+        self.model = self.model.to(self.device, dtype=self.dtype).eval()
+        if tokenizer_name:
+            context = model_kwargs["text_cfg"].get("context_length", 77)
+            self.tokenizer = open_clip.tokenizer.HFTokenizer(tokenizer_name, context_length=context)
+        else:
+            self.tokenizer = open_clip.get_tokenizer(model)
+        with torch.inference_mode():
+            probe = self.model.encode_text(self.tokenizer(["probe"]).to(self.device))
+        self.embedding_dim = int(probe.shape[-1])
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        batch = torch.stack([self.preprocess(image.convert("RGB")) for image in images])
+        with torch.inference_mode():
+            features = self.model.encode_image(batch.to(self.device, dtype=self.dtype))
+        return l2_normalise(features)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with torch.inference_mode():
+            features = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+        return l2_normalise(features)
+
+    def fingerprint(self) -> dict:
+        return dict(self._spec, embedding_dim=self.embedding_dim)
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _looks_like_file(value: str) -> bool:
+    return "/" in value or Path(value).suffix in (".pt", ".pth", ".bin", ".safetensors", ".npz")
+
+
+def _resolve_hf_text_tower(open_clip, model: str) -> tuple[dict, str | None]:
+    """Point a Hugging Face text tower at a locally packaged copy of its weights when there is one."""
+    config = open_clip.get_model_config(model) if not model.startswith(("local-dir:", "hf-hub:")) else None
+    if config is None:
+        if model.startswith("local-dir:"):
+            path = Path(model[len("local-dir:"):]) / "open_clip_config.json"
+            if not path.is_file():
+                raise CGRSInputError(f"retriever model {model}: {path} does not exist")
+            config = json.loads(path.read_text()).get("model_cfg")
+        if config is None and not model.startswith("hf-hub:"):
+            raise CGRSInputError(f"retriever model {model!r} is not an open_clip model config")
+    text_cfg = (config or {}).get("text_cfg", {})
+    if "hf_model_name" not in text_cfg:
+        return {}, None
+    text_cfg = copy.deepcopy(text_cfg)
+    text_cfg["hf_model_name"] = resolve_model_path(text_cfg["hf_model_name"])
+    tokenizer = resolve_model_path(text_cfg.get("hf_tokenizer_name", text_cfg["hf_model_name"]))
+    text_cfg["hf_tokenizer_name"] = tokenizer
+    return {"text_cfg": text_cfg}, tokenizer
+
+
+def _load_partial_checkpoint(open_clip, model, checkpoint: str, model_kwargs: dict) -> None:
+    result = open_clip.load_checkpoint(model, checkpoint, strict=False)
+    if result is None:
+        return
+    frozen_prefixes = ("text.transformer.",) if model_kwargs.get("text_cfg", {}).get("hf_model_name") else ()
+    missing = [k for k in result.missing_keys if not k.startswith(frozen_prefixes)]
+    if missing or result.unexpected_keys:
+        raise CGRSInputError(
+            f"checkpoint {checkpoint} does not fit the model: missing {missing[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}")

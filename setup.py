@@ -1,0 +1,29 @@
+"""pip install of the cgrs_ros Python package (core + ROS node) and its commands.
+
+In a colcon workspace the package is built by CMakeLists.txt (ament_cmake, which also generates
+the msg/action interfaces); here pip installs the same Python package for venv users and CI.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="cgrs_ros",
+    version="0.1.0",
+    description="Caption-Guided Retrieval System: language goals to geo-located image matches for drones",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["cgrs_ros", "cgrs_ros.*"]),
+    package_data={"cgrs_ros": ["resources/*.yaml", "resources/**/*"]},
+    include_package_data=True,
+    entry_points={
+        "console_scripts": [
+            "cgrs-index = cgrs_ros.cli.index:main",
+            "cgrs-query = cgrs_ros.cli.query:main",
+            "cgrs-eval = cgrs_ros.cli.evaluate:main",
+            "cgrs-demo = cgrs_ros.cli.demo:main",
+            "cgrs-world = cgrs_ros.world.cli:main",
+            "cgrs-train = cgrs_ros.training.cli:main",
+            "cgrs-node = cgrs_ros.ros.node:main",
+            "cgrs-ros-demo = cgrs_ros.ros.demo:main",
+        ],
+    },
+)
