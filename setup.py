@@ -19,6 +19,7 @@ setup(
             "cgrs-index = cgrs_ros.cli.index:main",
             "cgrs-query = cgrs_ros.cli.query:main",
             "cgrs-eval = cgrs_ros.cli.evaluate:main",
+            "cgrs-submit = cgrs_ros.cli.submit:main",
             "cgrs-demo = cgrs_ros.cli.demo:main",
             "cgrs-world = cgrs_ros.world.cli:main",
             "cgrs-train = cgrs_ros.training.cli:main",

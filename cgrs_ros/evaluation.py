@@ -56,37 +56,26 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
-def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse", "cached"),
-             ks: Sequence[int] = DEFAULT_KS, settings=None, progress: bool = True,
-             batch_size: int = 256) -> EvaluationReport:
-    """Rank every query under each mode and report Recall@K (percent) and time per query.
+def rank_all(engine, texts: Sequence[str], modes: Sequence[str], settings, depth: int,
+             progress: bool = True, batch_size: int = 256) -> tuple[dict[str, list[np.ndarray]], dict[str, float]]:
+    """Gallery rows ranked for every text under each mode, and the seconds per query of each mode.
 
-    CGRS reranks the coarse top-``top_k``; ranks beyond ``top_k`` (when K > top_k) keep the coarse order.
+    Queries are encoded in batches once; CGRS reranks the coarse top-``top_k`` and ranks beyond
+    ``top_k`` (when ``depth`` > top_k) keep the coarse order.
     """
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
-        raise CGRSInputError(f"unknown evaluation modes {unknown}; use {MODES}")
-    scored = [q for q in queries if q.place_id is not None]
-    if not scored:
-        raise CGRSInputError("none of the queries has a place_id: nothing to score")
-    settings = settings or engine.config.retrieval
-    depth = max(max(ks), settings.top_k)
-    texts = [q.text for q in scored]
+        raise CGRSInputError(f"unknown modes {unknown}; use {', '.join(MODES)}")
     started = time.perf_counter()
     query_vectors = np.concatenate([engine.models.retriever.encode_texts(texts[i:i + batch_size])
                                     for i in range(0, len(texts), batch_size)])
     encode_seconds = time.perf_counter() - started
-    text_vectors = None
-    if any(mode != "coarse" for mode in modes):
-        text_vectors = engine.models.text_similarity.encode(texts)
-    report = EvaluationReport(len(scored), tuple(ks), settings={
-        "top_k": settings.top_k, "fusion_weight": settings.fusion_weight,
-        "normalization": settings.normalization})
-    places = np.array([r.place_id for r in engine.index.records])
+    text_vectors = engine.models.text_similarity.encode(texts) if set(modes) - {"coarse"} else None
+    rankings, seconds = {}, {}
     for mode in modes:
-        rankings = []
+        rankings[mode] = []
         started = time.perf_counter()
-        for i in tqdm(range(len(scored)), desc=f"eval {mode}", unit="q", disable=not progress, dynamic_ncols=True):
+        for i in tqdm(range(len(texts)), desc=f"rank {mode}", unit="q", disable=not progress, dynamic_ncols=True):
             rows, coarse = engine.coarse(query_vectors[i], depth)
             if mode != "coarse":
                 head = rows[:settings.top_k]
@@ -94,10 +83,25 @@ def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse",
                 order, _ = rerank(coarse[:settings.top_k], caption_vectors @ text_vectors[i],
                                   settings.fusion_weight, settings.normalization)
                 rows = np.concatenate([head[order], rows[settings.top_k:]])
-            rankings.append(places[rows[:max(ks)]].tolist())
-        elapsed = time.perf_counter() - started + encode_seconds
-        report.recall[mode] = recall_at_k(rankings, [q.place_id for q in scored], ks)
-        report.seconds_per_query[mode] = elapsed / len(scored)
+            rankings[mode].append(rows[:depth])
+        seconds[mode] = (time.perf_counter() - started + encode_seconds) / max(1, len(texts))
+    return rankings, seconds
+
+
+def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse", "cached"),
+             ks: Sequence[int] = DEFAULT_KS, settings=None, progress: bool = True) -> EvaluationReport:
+    """Rank every query with a known place under each mode; report Recall@K (percent) and time per query."""
+    scored = [q for q in queries if q.place_id is not None]
+    if not scored:
+        raise CGRSInputError("none of the queries has a place_id: nothing to score")
+    settings = settings or engine.config.retrieval
+    rankings, seconds = rank_all(engine, [q.text for q in scored], modes, settings,
+                                 depth=max(max(ks), settings.top_k), progress=progress)
+    report = EvaluationReport(len(scored), tuple(ks), seconds_per_query=seconds, settings={
+        "top_k": settings.top_k, "fusion_weight": settings.fusion_weight,
+        "normalization": settings.normalization})
+    places = np.array([r.place_id for r in engine.index.records])
+    for mode in modes:
+        ranked_places = [places[rows[:max(ks)]].tolist() for rows in rankings[mode]]
+        report.recall[mode] = recall_at_k(ranked_places, [q.place_id for q in scored], ks)
     return report
-
-

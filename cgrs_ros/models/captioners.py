@@ -141,8 +141,15 @@ class ChatVLMCaptioner(TransformersCaptioner):
     def _inputs(self, images):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
         chat = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        text_options = {}
+        bos = getattr(getattr(self.processor, "tokenizer", None), "bos_token", None)
+        if bos and chat.startswith(bos):
+            # The template already wrote BOS (Llama-3/Idefics3 style); letting the tokenizer add another
+            # would shift every prompt off what the model was trained on. transformers' own tokenizing
+            # apply_chat_template applies the same rule.
+            text_options["add_special_tokens"] = False
         return self.processor(images=[[image] for image in images], text=[chat] * len(images),
-                              return_tensors="pt", padding=True)
+                              return_tensors="pt", padding=True, **text_options)
 
     def _strip_prompt(self, ids, inputs):
         return ids[:, inputs["input_ids"].shape[1]:]

@@ -150,7 +150,7 @@ class CGRSClient:
         return future.result()
 
     @staticmethod
-    def _wait_until(predicate: Callable[[], bool], timeout: float, what: str, period: float = 0.02) -> None:
+    def wait_until(predicate: Callable[[], bool], timeout: float, what: str, period: float = 0.02) -> None:
         end = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > end:
@@ -192,10 +192,10 @@ class CGRSClient:
     # -- topics -------------------------------------------------------------------------------
     def wait_for_connections(self, outputs: tuple[str, ...] = tuple(OUTPUTS), timeout: float = 20.0) -> None:
         """Goal publisher matched by the node and our output subscriptions matched by its publishers."""
-        self._wait_until(lambda: self.goal_pub.get_subscription_count() > 0, timeout, "the ~/goal subscription")
+        self.wait_until(lambda: self.goal_pub.get_subscription_count() > 0, timeout, "the ~/goal subscription")
         for name in outputs:
             sub = self._subs[name]
-            self._wait_until(lambda: sub.get_publisher_count() > 0, timeout, f"a publisher on ~/{name}")
+            self.wait_until(lambda: sub.get_publisher_count() > 0, timeout, f"a publisher on ~/{name}")
 
     def count(self, name: str) -> int:
         with self._cv:

@@ -601,8 +601,8 @@ class CGRSNode(LifecycleNode):
         if job.goal_handle is not None:
             try:
                 job.goal_handle.publish_feedback(Locate.Feedback(stage=stage, progress=float(progress)))
-            except Exception:  # goal handle gone (shutdown)
-                pass
+            except Exception as exc:  # goal handle gone (shutdown)
+                self.get_logger().debug(f"goal {job.goal_id}: feedback not sent ({exc})")
 
     # -- inference (worker thread) --------------------------------------------------------------
     def _should_stop(self, job: _Job) -> bool:
@@ -708,9 +708,11 @@ class CGRSNode(LifecycleNode):
             if pub is not None:
                 pub.publish(result_msg)
         if outcome != "succeeded":
-            log = self.get_logger()
-            (log.warning if status.startswith(("rejected", "aborted")) else log.info)(
-                f"goal {job.goal_id} ({job.source}): {status}")
+            # (rclpy loggers refuse two severities from one call site: keep two calls)
+            if status.startswith(("rejected", "aborted")):
+                self.get_logger().warning(f"goal {job.goal_id} ({job.source}): {status}")
+            else:
+                self.get_logger().info(f"goal {job.goal_id} ({job.source}): {status}")
         job.finish(outcome, result_msg)
 
 

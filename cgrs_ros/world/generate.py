@@ -122,7 +122,7 @@ def _rng(*key: int) -> np.random.Generator:
 def _record(place: Place, view: View, spec: WorldSpec) -> GalleryRecord:
     """Manifest record: the camera's WGS-84 position, ``alt`` = place ground + height above it."""
     camera = view.camera
-    lat, lon, _ = enu_to_geodetic(spec.datum, place.east + camera.east, place.north + camera.north)
+    lat, lon = enu_to_geodetic(spec.datum, place.east + camera.east, place.north + camera.north)
     code = {"satellite": 0, "drone": view.number, "ground": _GROUND_VIEW}[view.platform]
     descriptions, sentences, bboxes = describe(place, view, _rng(spec.seed, _CAPTION, place.index, code))
     image_id = view.image_id(place)

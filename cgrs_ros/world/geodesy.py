@@ -7,7 +7,6 @@ for colleagues carry WGS-84 latitude/longitude/ellipsoidal height, converted her
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pymap3d
@@ -29,13 +28,11 @@ class Datum:
 DEFAULT_DATUM = Datum()
 
 
-def enu_to_geodetic(datum: Datum, east: float, north: float, up: float = 0.0) -> tuple[float, float, float]:
-    """(lat, lon, ellipsoidal height) of a point given in metres from the datum origin."""
-    lat, lon, height = pymap3d.enu2geodetic(east, north, up, datum.lat, datum.lon, datum.height)
-    return float(lat), float(lon), float(height)
+def enu_to_geodetic(datum: Datum, east: float, north: float) -> tuple[float, float]:
+    """WGS-84 (lat, lon) of a ground point given in metres east/north of the datum origin.
 
-
-def horizontal_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Ground distance between two nearby points, measured in the ENU frame of the first one."""
-    east, north, _ = pymap3d.geodetic2enu(lat2, lon2, 0.0, lat1, lon1, 0.0)
-    return math.hypot(float(east), float(north))
+    Heights are not converted: a record's altitude is the place's terrain height plus the camera's
+    height above it, both already ellipsoidal (a tangent-plane "up" would drift with distance).
+    """
+    lat, lon, _ = pymap3d.enu2geodetic(east, north, 0.0, datum.lat, datum.lon, datum.height)
+    return float(lat), float(lon)

@@ -16,7 +16,7 @@ import numpy as np
 from . import nuisance
 from .camera import PinholeCamera
 from .layout import Place
-from .scene import ROOF_RGB, Scene
+from .scene import ROOF_RGB, Car, Scene, Tree, car_outline
 from .views import View, visible_objects
 
 EYE_HEIGHT_M = 1.7
@@ -30,7 +30,7 @@ _WATER = ("lake", "river", "round pool", "rectangular pool")
 
 
 def ground_camera(place: Place, size: int, rng: np.random.Generator) -> PinholeCamera:
-    """Stand somewhere around the building, on dry land, and face it."""
+    """Stand somewhere around the building, on dry land if 20 tries find some, and face it."""
     reach = float(np.linalg.norm(place.footprint, axis=1).max())
     water = [f.outline.astype(np.float32) for f in place.features if f.kind in _WATER]
     for _attempt in range(20):
@@ -166,7 +166,7 @@ def _roof(image: np.ndarray, camera: PinholeCamera, place: Place, colour: np.nda
         _fill(image, camera, face, colour * light)
 
 
-def _tree(image: np.ndarray, camera: PinholeCamera, tree) -> None:
+def _tree(image: np.ndarray, camera: PinholeCamera, tree: Tree) -> None:
     trunk = np.array([tree.east, tree.north])
     side = np.array([math.cos(math.radians(camera.heading)), -math.sin(math.radians(camera.heading))])
     _fill(image, camera, _quad(trunk - side * 0.25, trunk + side * 0.25, 0.0, tree.height * 0.5), (84, 62, 40))
@@ -175,11 +175,8 @@ def _tree(image: np.ndarray, camera: PinholeCamera, tree) -> None:
     _fill(image, camera, np.array([[p[0], p[1], z] for p, z in zip(crown, zs)]), (44, 86, 42))
 
 
-def _car(image: np.ndarray, camera: PinholeCamera, car) -> None:
-    a = math.radians(car.angle_deg)
-    along, across = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
-    centre = np.array([car.east, car.north])
-    corners = [centre + sl * 2.2 * along + ss * 0.95 * across for sl, ss in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+def _car(image: np.ndarray, camera: PinholeCamera, car: Car) -> None:
+    corners = car_outline(car)
     box = np.array([[c[0], c[1], z] for z in (0.0, 1.45) for c in corners])
     pixels = camera.project_polygon(box[:4])
     if len(pixels) < 3:

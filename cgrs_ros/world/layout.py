@@ -136,7 +136,7 @@ def _draw_place(index: int, east: float, north: float, rng: np.random.Generator,
     # Gentle rolling terrain: places differ in ground height by a few tens of metres.
     ground = datum.height + 12.0 * math.sin(east / 850.0 + terrain_phase[0]) \
         + 9.0 * math.cos(north / 600.0 + terrain_phase[1])
-    lat, lon, _ = enu_to_geodetic(datum, east, north)
+    lat, lon = enu_to_geodetic(datum, east, north)
     n_neighbours = 2 + int(rng.integers(2))
     directions = sorted(rng.choice(len(DIRECTIONS), n_neighbours, replace=False))
     kinds = rng.choice(len(FEATURE_KINDS), n_neighbours, replace=False)

@@ -41,7 +41,6 @@ class Tree:
     north: float
     radius: float
     height: float
-    feature: int | None          # index of the "trees" feature it belongs to, None = scenery
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,6 @@ class Car:
     north: float
     angle_deg: float             # long axis, counter-clockwise from east
     colour: tuple[int, int, int]
-    feature: int
 
 
 @dataclass(eq=False)
@@ -69,6 +67,7 @@ class Scene:
 
 
 def paint_scene(place: Place, size: int, rng: np.random.Generator) -> Scene:
+    """Paint the place: flat features, then shadows, then what casts them (cars, trees, the roof)."""
     mpp = BASE_MPP_AT_128 * 128 / size
     n = int(round(2 * SCENE_HALF_M / mpp)) | 1          # odd: the centre falls on a pixel
     painter = _Painter(n, mpp)
@@ -76,16 +75,15 @@ def paint_scene(place: Place, size: int, rng: np.random.Generator) -> Scene:
     trees, cars = _props(place, rng)
     order = sorted(range(len(place.features)), key=lambda i: _DRAW_ORDER[place.features[i].kind])
     for i in order:
-        _paint_feature(canvas, painter, place.features[i], rng)
+        _paint_feature(canvas, painter, place.features[i])
     _paint_shadows(canvas, painter, place, trees, cars)
     for car in cars:
-        corners = _oriented_box(car.east, car.north, 2.2, 0.95, car.angle_deg)
-        painter.fill(canvas, corners, car.colour)
+        painter.fill(canvas, car_outline(car), car.colour)
         painter.fill(canvas, _oriented_box(car.east, car.north, 0.9, 0.75, car.angle_deg), _shade(car.colour, 0.8))
+    sun = _sun_vector(place)
     for tree in trees:
         colour = _TREE[int(tree.radius * 10) % len(_TREE)]
         painter.circle(canvas, tree.east, tree.north, tree.radius, colour)
-        sun = _sun_vector(place)
         painter.circle(canvas, tree.east + sun[0] * tree.radius * 0.3, tree.north + sun[1] * tree.radius * 0.3,
                        tree.radius * 0.55, _shade(colour, 1.25))
     _paint_roof(canvas, painter, place, rng)
@@ -148,6 +146,11 @@ def _ground_texture(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(base + patches[:, :, None] * tint, 0, 255).astype(np.uint8)
 
 
+def car_outline(car: Car) -> np.ndarray:
+    """Ground outline of a parked car (4.4 m x 1.9 m), shared with the ground-level renderer."""
+    return _oriented_box(car.east, car.north, 2.2, 0.95, car.angle_deg)
+
+
 def _oriented_box(east: float, north: float, half_long: float, half_short: float, angle_deg: float) -> np.ndarray:
     a = math.radians(angle_deg)
     along, across = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
@@ -178,7 +181,7 @@ def _props(place: Place, rng: np.random.Generator) -> tuple[list[Tree], list[Car
                     p = rng.uniform(lo, hi)
                     if cv2.pointPolygonTest(outlines[index], (float(p[0]), float(p[1])), True) > 1.5:
                         trees.append(Tree(float(p[0]), float(p[1]), rng.uniform(2.2, 3.8),
-                                          rng.uniform(6.0, 12.0), index))
+                                          rng.uniform(6.0, 12.0)))
                         break
         elif feature.kind == "parking lot":
             centre, long_axis, short_axis = _axes(feature)
@@ -189,16 +192,16 @@ def _props(place: Place, rng: np.random.Generator) -> tuple[list[Tree], list[Car
                     if rng.random() < 0.7:
                         p = centre + long_axis * slot + short_axis * row * 4.2
                         cars.append(Car(float(p[0]), float(p[1]), angle + rng.uniform(-4, 4),
-                                        _CAR[int(rng.integers(len(_CAR)))], index))
+                                        _CAR[int(rng.integers(len(_CAR)))]))
     for _ in range(int(rng.integers(15, 30))):   # scenery trees, well away from the described ones
         r, a = rng.uniform(80.0, SCENE_HALF_M), rng.uniform(0.0, 2.0 * math.pi)
         p = (r * math.cos(a), r * math.sin(a))
         if all(cv2.pointPolygonTest(o, p, True) < -4.0 for o in outlines):
-            trees.append(Tree(p[0], p[1], rng.uniform(2.5, 4.5), rng.uniform(6.0, 14.0), None))
+            trees.append(Tree(p[0], p[1], rng.uniform(2.5, 4.5), rng.uniform(6.0, 14.0)))
     return trees, cars
 
 
-def _paint_feature(canvas: np.ndarray, painter: _Painter, feature: Feature, rng: np.random.Generator) -> None:
+def _paint_feature(canvas: np.ndarray, painter: _Painter, feature: Feature) -> None:
     kind, outline = feature.kind, feature.outline
     if kind == "field":
         painter.fill(canvas, outline, _CROPS[0])
@@ -266,7 +269,7 @@ def _paint_shadows(canvas: np.ndarray, painter: _Painter, place: Place, trees: l
         painter.circle(mask, tree.east + s[0], tree.north + s[1], tree.radius * 0.9, (255,))
     for car in cars:
         s = away * 1.4
-        painter.fill(mask, _oriented_box(car.east + s[0], car.north + s[1], 2.2, 0.95, car.angle_deg), (255,))
+        painter.fill(mask, car_outline(car) + s, (255,))
     weight = 1.0 - (1.0 - _SHADOW) * cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32) / 255.0
     canvas[:] = (canvas.astype(np.float32) * weight[:, :, None]).astype(np.uint8)
 
