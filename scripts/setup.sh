@@ -24,6 +24,7 @@ quiet_pip install -q --no-deps --no-build-isolation --config-settings editable_m
 echo "setup: building the ROS 2 interfaces (msg/, action/)"
 bash scripts/build_interfaces.sh "$venv" > "$venv/build_interfaces.log" 2>&1 || {
   tail -n 40 "$venv/build_interfaces.log" >&2; exit 1; }
-"$venv/bin/python" -c "import cgrs_ros.engine, cgrs_ros.msg, cgrs_ros.action, rclpy" \
+# Checked from outside the repo: from its root, the source tree on sys.path would hide a broken install.
+(cd / && "$venv/bin/python" -c "import cgrs_ros, cgrs_ros.engine, cgrs_ros.msg, cgrs_ros.action, rclpy") \
   || { echo "setup: the installed package does not import" >&2; exit 1; }
 echo "setup: done ($venv)"

@@ -50,7 +50,13 @@ def ros_environment(domain_id: int | None = None, base: dict | None = None) -> d
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+    env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")   # log lines reach the log file at once
     return env
+
+
+def goal_id_of(handle) -> str:
+    """The node's goal_id of an action goal (its UUID in hex), from the client's goal handle."""
+    return bytes(handle.goal_id.uuid).hex()
 
 
 def start_node_process(params: dict | None = None, params_file: str | Path | None = None,
@@ -64,8 +70,8 @@ def start_node_process(params: dict | None = None, params_file: str | Path | Non
     for name, value in (params or {}).items():
         if isinstance(value, bool):
             value = "true" if value else "false"
-        elif isinstance(value, str):
-            value = f"'{value}'" if value == "" or value.strip() != value else value
+        elif isinstance(value, str):   # YAML-quoted: 'true', '1' or '' stay strings
+            value = "'" + value.replace("'", "''") + "'"
         cmd += ["-p", f"{name}:={value}"]
     if node_name:
         cmd += ["-r", f"__node:={node_name}"]

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             print(f"cgrs-ros-demo: --params {item!r}: expected NAME:=VALUE", file=sys.stderr)
             return 2
-        params[name] = value
+        import yaml
+        params[name] = yaml.safe_load(value) if value.strip() else ""   # typed like `-p name:=value`
     log_path = Path(args.log) if args.log else Path(tempfile.mkstemp(prefix="cgrs_node_", suffix=".log")[1])
     queries = args.query or list(DEFAULT_QUERIES)
     print(f"[demo] starting the node (ROS_DOMAIN_ID={domain}, log {log_path})")

@@ -60,7 +60,7 @@ from cgrs_ros.ros import conversions
 
 NODE_NAME = "cgrs_node"
 CAPTION_MODES = ("cached", "online", "off")
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE_RE = re.compile(r"^(|auto|cpu|cuda(:\d+)?)$")
 # Datum of the packaged demo world (Zurich); cgrs_ros.world.geodesy.DEFAULT_DATUM when available.
 try:
     from cgrs_ros.world.geodesy import DEFAULT_DATUM as _DEMO_DATUM
@@ -87,7 +87,8 @@ PARAMETERS = (
            "takes effect at the next configure"),
     _Param("index_dir", "", "Gallery index folder; '' = the demo index (built on first use).",
            "takes effect at the next configure"),
-    _Param("device", "auto", "Torch device for the models.", "auto | cpu | cuda | cuda:N; next configure"),
+    _Param("device", "auto", "Torch device for the models; '' = the engine config's device.",
+           "'' | auto | cpu | cuda | cuda:N; next configure"),
     _Param("top_k", 20, "Coarse (CLIP) candidates reranked by captions.", ">= 1", int_range=(1, 100000)),
     _Param("fusion_weight", -1.0, "Caption score's share of the fused score; < 0 = engine config's value.",
            "<= 1", float_range=(-1.0, 1.0)),
@@ -99,8 +100,9 @@ PARAMETERS = (
     _Param("datum_longitude", DEFAULT_DATUM[1], "Map origin longitude (WGS-84 degrees).", "[-180, 180]; next configure"),
     _Param("datum_altitude", DEFAULT_DATUM[2], "Map origin height above the WGS-84 ellipsoid (m).",
            "next configure"),
-    _Param("min_confidence", 0.0, "Fused score the best match needs to be forwarded to goal_pose.",
-           "engine's fused-score scale"),
+    _Param("min_confidence", 0.5, "Fused score the best match needs to be forwarded to goal_pose.",
+           "the engine's fused-score scale: z-score fusion by default (0 = an average candidate); "
+           "with caption_mode off the fused score is the raw CLIP cosine"),
     _Param("forward_to_nav2", False, "Publish the best pose on goal_pose when its score >= min_confidence "
            "and the result is not degraded."),
     _Param("goal_qos_reliability", "reliable", "Reliability of the ~/goal subscription (depth 1).",
@@ -118,7 +120,7 @@ _PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
 def check_parameter(name: str, value: Any) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name`` (None when it is)."""
     if name == "device" and not _DEVICE_RE.match(value):
-        return f"device {value!r}: use auto, cpu, cuda or cuda:N"
+        return f"device {value!r}: use auto, cpu, cuda or cuda:N ('' = the engine config's)"
     if name == "top_k" and value < 1:
         return f"top_k must be >= 1, got {value}"
     if name == "max_results" and value < 1:
@@ -616,6 +618,7 @@ class CGRSNode(LifecycleNode):
             self._finish_stopped(job)
             return
         delay = float(self._param("debug_stage_delay"))
+        self.get_logger().info(f"goal {job.goal_id} started")
 
         def progress(stage: str, fraction: float) -> None:
             self._feedback(job, stage, fraction)

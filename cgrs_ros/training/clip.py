@@ -35,6 +35,7 @@ class ClipConfig:
     weight_decay: float = 0.05
     warmup: int = 100
     texts_per_place: int = 6      # distinct descriptions of a place whose MiniLM features are computed
+    query_share: float = 0.0      # share of pairs whose text is one of the place's training-world queries
     augment: bool = True
     bf16: bool = True             # CPU autocast for the CNN (AMX / AVX512-bf16: ~2x); weights stay fp32
     vision_cfg: dict | None = None  # experiments only: override the shipped config's vision tower
@@ -87,7 +88,7 @@ def pooled_text_features(model, tokenizer, texts: list[str], batch_size: int = 1
     return out
 
 
-def select_texts(world: World, texts_per_place: int, rng: np.random.Generator) -> list[list[int]]:
+def select_texts(world: World, texts_per_place: int, rng: np.random.Generator) -> tuple[list[list[int]], list[str]]:
     """Per image, indices into a list of unique texts (returned second) chosen within a budget.
 
     Every image keeps its first description (the one naming every visible object in a fixed order);
@@ -150,6 +151,13 @@ def train_clip(world: World, cfg: ClipConfig | None = None, seed: int = 0, progr
         p.requires_grad_(False)
 
     per_image, texts = select_texts(world, cfg.texts_per_place, rng)
+    place_queries: dict[int, list[int]] = {}
+    if cfg.query_share > 0:
+        index = {p: i for i, p in enumerate(world.place_ids)}
+        for query in world.queries:
+            if query.place_id in index:
+                place_queries.setdefault(index[query.place_id], []).append(len(texts))
+                texts.append(query.text)
     features = pooled_text_features(model, tokenizer, texts, progress=progress)
     text_time = timer()
     pixels = preprocess_images(world.images(), preprocess, desc="CLIP", progress=progress)
@@ -183,7 +191,10 @@ def train_clip(world: World, cfg: ClipConfig | None = None, seed: int = 0, progr
     for step in bar:
         chosen = rng.choice(place_list, size=batch, replace=False)
         images = np.array([places[p][rng.integers(len(places[p]))] for p in chosen])
-        text_rows = [per_image[i][rng.integers(len(per_image[i]))] for i in images]
+        use_query = rng.random(batch) < cfg.query_share
+        text_rows = [place_queries[p][rng.integers(len(place_queries[p]))] if q and p in place_queries
+                     else per_image[i][rng.integers(len(per_image[i]))]
+                     for p, i, q in zip(chosen, images, use_query)]
         x = pixels[torch.from_numpy(images)]
         x = augment(x, generator) if cfg.augment else x.float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -207,12 +218,12 @@ def train_clip(world: World, cfg: ClipConfig | None = None, seed: int = 0, progr
     model.eval()
     report = {
         "config": asdict(cfg), "seed": seed, "images": world.n_images, "places": len(world.place_ids),
-        "texts": len(texts), "steps": cfg.steps, "batch_size": batch,
+        "texts": len(texts), "queries": sum(map(len, place_queries.values())), "steps": cfg.steps, "batch_size": batch,
         "trained_parameters": sum(p.numel() for p in model.visual.parameters())
         + sum(p.numel() for p in model.text.proj.parameters()) + 1,
         "loss_first_100": float(np.mean(losses[:100])), "loss_last_100": float(np.mean(losses[-100:])),
         "loss_curve": [round(float(np.mean(losses[i:i + 100])), 4) for i in range(0, len(losses), 100)],
-        "logit_scale": float(model.logit_scale.exp()),
+        "logit_scale": float(model.logit_scale.detach().exp()),
         "seconds_text_features": round(text_time, 1),
         "seconds_train": round(timer() - train_start, 1), "seconds": round(timer(), 1),
     }
