@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 
 from .config import EngineConfig, RetrievalSettings
-from .errors import CGRSInputError
 from .fusion import rerank, top_k
 from .index import GalleryIndex, load_image, load_index
 from .queries import validate_query_text

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import CGRSInputError
+from .jsonl import read_jsonl
 
 PLATFORMS = ("drone", "satellite", "ground")
 GEO_FIELDS = ("lat", "lon", "alt", "heading")
@@ -146,22 +147,8 @@ def read_manifest(path: str | os.PathLike) -> Gallery:
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.jsonl"
-    try:
-        # split on newlines only: JSON may legally hold U+2028 and friends that splitlines() breaks on
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise CGRSInputError(f"cannot read gallery manifest {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise CGRSInputError(f"gallery manifest {path} is not UTF-8 text: {exc}") from exc
     records, locations = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CGRSInputError(f"{where}: not valid JSON ({exc.msg})") from exc
+    for where, row in read_jsonl(path, "gallery manifest"):
         records.append(parse_record(row, where))
         locations.append(where)
     return Gallery(records, path.parent, source=str(path), locations=locations)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .config import EngineConfig
 from .errors import CGRSInputError
 from .fingerprint import engine_fingerprint, fingerprint_differences
+from .jsonl import read_jsonl
 from .gallery import Gallery, GalleryRecord, parse_record, resolve_inside, write_text_atomic
 
 INDEX_FORMAT = 1
@@ -207,17 +208,11 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
                                  f"expected {(meta['count'], meta[dim_key])}")
     records, captions = [], []
     records_path = path / "records.jsonl"
-    try:
-        lines = [line for line in records_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise CGRSInputError(f"index file {records_path} is missing: {exc.strerror or exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CGRSInputError(f"{records_path}:{number}: corrupt ({exc.msg})") from exc
+    for where, row in read_jsonl(records_path, "index file"):
+        if not isinstance(row, dict):
+            raise CGRSInputError(f"{where}: corrupt index record")
         captions.append(str(row.pop("caption", "")))
-        records.append(parse_record(row, f"{records_path}:{number}"))
+        records.append(parse_record(row, where))
     if len(records) != meta["count"]:
         raise CGRSInputError(f"{records_path} has {len(records)} records, index.json says {meta['count']}")
     skipped_path = path / "skipped.json"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CGRSInputError
+from .jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,8 @@ def validate_query_text(text: object, where: str = "query") -> str:
 
 def read_queries(path: str | os.PathLike) -> list[Query]:
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise CGRSInputError(f"cannot read query file {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise CGRSInputError(f"query file {path} is not UTF-8 text: {exc}") from exc
     queries, seen = [], set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CGRSInputError(f"{where}: not valid JSON ({exc.msg})") from exc
+    for where, row in read_jsonl(path, "query file"):
         if not isinstance(row, dict) or not isinstance(row.get("query_id"), str):
             raise CGRSInputError(f"{where}: expected an object with a string 'query_id'")
         if row["query_id"] in seen:

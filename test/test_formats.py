@@ -1,7 +1,6 @@
 """GeoText-1652 and RoboSense Track 4 readers/writers on tiny real-format files."""
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path

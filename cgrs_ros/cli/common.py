@@ -23,6 +23,18 @@ def add_gallery_options(parser: argparse.ArgumentParser, required: bool = True) 
     parser.add_argument("--image-root", help="with --geotext: folder the JSON's image paths are relative to")
 
 
+def add_ranking_options(parser: argparse.ArgumentParser) -> None:
+    """Per-run overrides of the config's retrieval settings, for batch ranking commands."""
+    parser.add_argument("--top-k", type=int, help="coarse candidates to rerank")
+    parser.add_argument("--fusion-weight", type=float, help="caption share of the fused score, 0..1")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def ranking_settings(args, config):
+    from ..engine import QueryOptions
+    return QueryOptions(top_k=args.top_k, fusion_weight=args.fusion_weight).apply(config.retrieval)
+
+
 def engine_config(args):
     from ..config import load_engine_config
     return load_engine_config(args.config, device=args.device)

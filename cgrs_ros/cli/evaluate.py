@@ -6,16 +6,16 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_engine_options, engine_config, run
+from .common import add_engine_options, add_ranking_options, engine_config, ranking_settings, run
 
 
 def _main(args) -> int:
-    from ..engine import CGRSEngine, QueryOptions
+    from ..engine import CGRSEngine
     from ..evaluation import evaluate
     from ..queries import read_queries
 
     config = engine_config(args)
-    settings = QueryOptions(top_k=args.top_k, fusion_weight=args.fusion_weight).apply(config.retrieval)
+    settings = ranking_settings(args, config)
     if args.geotext:
         from ..formats import load_geotext
         _, queries = load_geotext(args.geotext, image_root=args.image_root)
@@ -45,10 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", help="with --geotext: the folder its image paths are relative to")
     add_engine_options(p)
     p.add_argument("--modes", default="coarse,cached", help="comma list of coarse, cached, online")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--fusion-weight", type=float)
+    add_ranking_options(p)
     p.add_argument("--json", help="also write the report as JSON here")
-    p.add_argument("--no-progress", action="store_true")
     return p
 
 

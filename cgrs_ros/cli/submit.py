@@ -4,18 +4,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_engine_options, engine_config, run
+from .common import add_engine_options, add_ranking_options, engine_config, ranking_settings, run
 
 SUBMISSION_DEPTH = 10
 
 
 def _main(args) -> int:
-    from ..engine import CGRSEngine, QueryOptions
+    from ..engine import CGRSEngine
     from ..evaluation import rank_all
     from ..formats import load_track4_queries, write_track4_submission
 
     config = engine_config(args)
-    settings = QueryOptions(top_k=args.top_k, fusion_weight=args.fusion_weight).apply(config.retrieval)
+    settings = ranking_settings(args, config)
     queries = load_track4_queries(args.queries)
     engine = CGRSEngine.load(config, args.index)
     try:
@@ -37,9 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="submission.txt")
     p.add_argument("--mode", choices=("coarse", "cached", "online"), default="cached")
     add_engine_options(p)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--fusion-weight", type=float)
-    p.add_argument("--no-progress", action="store_true")
+    add_ranking_options(p)
     return p
 
 
