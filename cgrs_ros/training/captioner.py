@@ -33,6 +33,7 @@ SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_
 
 @dataclass
 class CaptionerConfig:
+    encoder: str = "vit"          # vit | swin
     image_size: int = 64
     patch_size: int = 8
     enc_hidden: int = 160
@@ -70,9 +71,15 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 
 
 def build_model(cfg: CaptionerConfig, tokenizer):
-    from transformers import GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
+    from transformers import (GPT2Config, SwinConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
+                              ViTConfig)
 
-    encoder = ViTConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=3,
+    if cfg.encoder == "swin":
+        encoder = SwinConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.enc_hidden // 4,
+                             depths=[max(1, cfg.enc_layers // 3)] * 3, num_heads=[2, 4, 8],
+                             window_size=cfg.image_size // cfg.patch_size // 4, drop_path_rate=0.0)
+    else:
+      encoder = ViTConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=3,
                         hidden_size=cfg.enc_hidden, num_hidden_layers=cfg.enc_layers,
                         num_attention_heads=cfg.enc_heads, intermediate_size=4 * cfg.enc_hidden,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -35,7 +35,7 @@ class ClipConfig:
     weight_decay: float = 0.05
     warmup: int = 100
     texts_per_place: int = 6      # distinct descriptions of a place whose MiniLM features are computed
-    query_share: float = 0.0      # share of pairs whose text is one of the place's training-world queries
+    query_share: float = 0.5      # share of pairs whose text is one of the place's training-world queries
     augment: bool = True
     bf16: bool = True             # CPU autocast for the CNN (AMX / AVX512-bf16: ~2x); weights stay fp32
     vision_cfg: dict | None = None  # experiments only: override the shipped config's vision tower
