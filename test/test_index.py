@@ -14,7 +14,7 @@ from cgrs_ros.config import load_engine_config
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.gallery import read_manifest
 from cgrs_ros.index import build_index, load_index
-from conftest import make_gallery
+from tiny_gallery import make_gallery
 
 
 def test_index_contents(tiny_engine_files, tiny_gallery):

@@ -33,7 +33,7 @@ SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_
 
 @dataclass
 class CaptionerConfig:
-    encoder: str = "vit"          # vit | swin
+    encoder: str = "vit"          # vit | swin | focalnet
     image_size: int = 64
     patch_size: int = 8
     enc_hidden: int = 160
@@ -71,10 +71,19 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 
 
 def build_model(cfg: CaptionerConfig, tokenizer):
-    from transformers import (GPT2Config, SwinConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
+    from transformers import (FocalNetConfig, GPT2Config, SwinConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
                               ViTConfig)
 
-    if cfg.encoder == "swin":
+    if cfg.encoder == "focalnet":
+        # A convolutional encoder (focal modulation: depthwise convs + gating, no attention) that
+        # still returns a token sequence (B, H*W, C) for the decoder's cross-attention.
+        stages = max(1, cfg.enc_layers // 2)
+        encoder = FocalNetConfig(image_size=cfg.image_size, patch_size=cfg.patch_size,
+                                 embed_dim=cfg.enc_hidden // 2 ** (stages - 1),
+                                 depths=[2] * stages, focal_levels=[2] * stages, focal_windows=[3] * stages,
+                                 drop_path_rate=0.0)
+        encoder.hidden_size = cfg.enc_hidden   # read by VisionEncoderDecoderModel
+    elif cfg.encoder == "swin":
         encoder = SwinConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.enc_hidden // 4,
                              depths=[max(1, cfg.enc_layers // 3)] * 3, num_heads=[2, 4, 8],
                              window_size=cfg.image_size // cfg.patch_size // 4, drop_path_rate=0.0)
