@@ -52,6 +52,12 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+def _readable(path: Path) -> None:
+    """safetensors writes owner-only files; packaged weights must be world-readable."""
+    for f in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        f.chmod(0o644)
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     """Swap a finished folder into place; the old one is removed only after the new one is there."""
     old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
@@ -80,7 +86,7 @@ def _validate_clip(checkpoint: Path, val_world, log) -> dict:
     index = {p: i for i, p in enumerate(val_world.place_ids)}
     query_place = np.array([index[q.place_id] for q in val_world.queries])
     recall = place_recall(coarse_rankings(images, queries, 10), val_world.image_place, query_place)
-    log(f"validation (seed {val_world.root.name}): CLIP alone {recall}")
+    log(f"validation: CLIP alone on {len(val_world.place_ids)} places, {len(texts)} queries: {recall}")
     retriever.close()
     return recall
 
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             model, clip_report = clip.train_clip(world, cfg, seed=args.seed, progress=progress, log=log)
             tmp = out / f".{CLIP_FILE}.tmp-{os.getpid()}"
             clip.save_checkpoint(model, tmp)
+            _readable(tmp)
             os.replace(tmp, out / CLIP_FILE)
             clip_report["bytes"] = _size(out / CLIP_FILE)
             del model
@@ -147,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp = out / f".{CAPTIONER_DIR}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             cap_report = cap.train_captioner(world, tmp, cfg, seed=args.seed, progress=progress, log=log)
+            _readable(tmp)
             _replace_dir(tmp, out / CAPTIONER_DIR)
             cap_report["bytes"] = _size(out / CAPTIONER_DIR)
             report["captioner"] = cap_report

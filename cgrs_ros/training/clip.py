@@ -28,7 +28,7 @@ TRAINED_PREFIXES = ("visual.", "text.proj.", "logit_scale")
 
 @dataclass
 class ClipConfig:
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 192
     lr: float = 3e-3
     text_lr: float = 1e-3

@@ -1,0 +1,94 @@
+"""The shipped default models (trained by ``cgrs-train``) load offline and really retrieve.
+
+Everything goes through the packaged default config and the model registries, i.e. the code path
+hub models take.  The end-to-end check runs on a small world the models never saw (seed 11).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cgrs_ros.config import DEFAULT_ENGINE_CONFIG, load_engine_config
+from cgrs_ros.gallery import read_manifest
+from cgrs_ros.queries import read_queries
+
+EMBEDDED = DEFAULT_ENGINE_CONFIG.parent / "embedded"
+SIZE_BUDGET_BYTES = 25 * 1024 * 1024
+WORLD_PLACES = 20
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_engine_config(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def models(config):
+    from cgrs_ros.models import load_models
+
+    models = load_models(config)
+    yield models
+    models.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    from cgrs_ros.world import generate_world
+
+    return generate_world(tmp_path_factory.mktemp("world11") / "w", seed=11, n_places=WORLD_PLACES, progress=False)
+
+
+def test_shipped_files_fit_the_size_budget():
+    files = [EMBEDDED / "cgrs_tiny_clip.safetensors", *sorted((EMBEDDED / "captioner").iterdir())]
+    assert all(f.is_file() for f in files)
+    assert sum(f.stat().st_size for f in files) <= SIZE_BUDGET_BYTES
+    report = json.loads((EMBEDDED / "training_report.json").read_text())
+    assert report["world_seed"] == 1 and "seed" in report
+
+
+def test_default_config_names_the_embedded_models(config):
+    assert config.retriever["model"] == "cgrs-tiny-clip"
+    assert Path(config.retriever["checkpoint"]).is_file()
+    assert Path(config.captioner["model"]).is_dir()
+
+
+def test_retriever_embeddings_are_normalised_float32(models, world):
+    gallery = read_manifest(world)
+    images = [Image.open(gallery.resolve(r)) for r in gallery.records[:5]]
+    image_vectors = models.retriever.encode_images(images)
+    text_vectors = models.retriever.encode_texts(["a red roof", "a round building with a pool to the north"])
+    dim = models.retriever.embedding_dim
+    assert image_vectors.shape == (5, dim) and text_vectors.shape == (2, dim)
+    for vectors in (image_vectors, text_vectors):
+        assert vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_captions_name_the_roof_colour(models, world):
+    truth = {p["place_id"]: p["building"]["colour"] for p in json.loads((world / "world.json").read_text())["places"]}
+    gallery = read_manifest(world)
+    satellites = [r for r in gallery if r.platform == "satellite"]
+    captions = models.captioner.caption([Image.open(gallery.resolve(r)) for r in satellites])
+    assert all(c.strip() and "building" in c for c in captions)
+    right = sum(f"{truth[r.place_id]} roof" in c for r, c in zip(satellites, captions))
+    assert right >= 0.75 * len(satellites), list(zip([truth[r.place_id] for r in satellites], captions))
+
+
+def test_end_to_end_retrieval_beats_chance(config, models, world, tmp_path):
+    """Place-level Recall@5 over all queries of an unseen 20-place world; chance is 5/20 = 0.25."""
+    from cgrs_ros.engine import CGRSEngine
+    from cgrs_ros.index import build_index, load_index
+
+    gallery = read_manifest(world)
+    build_index(gallery, config, tmp_path / "index", models=models, progress=False)
+    engine = CGRSEngine(config, load_index(tmp_path / "index", config), models)
+    queries = read_queries(world / "queries.jsonl")
+    hits = 0
+    for query in queries:
+        result = engine.query(query.text)
+        assert result.reranked and not result.degraded
+        hits += query.place_id in {m.place_id for m in result.matches[:5]}
+    recall = hits / len(queries)
+    assert recall >= 0.6, f"place-level R@5 {recall:.2f} on {len(queries)} queries (chance 0.25)"
