@@ -23,7 +23,7 @@ def _tile(match, thumb: int) -> np.ndarray:
         tile[:thumb] = cv2.resize(image, (thumb, thumb), interpolation=cv2.INTER_AREA)
     caption_score = "-" if math.isnan(match.caption_score) else f"{match.caption_score:.2f}"
     lines = [f"#{match.rank} {match.place_id} ({match.platform})",
-             f"fused {match.score:.2f} clip {match.coarse_score:.2f} cap {caption_score}"]
+             f"fused {match.score:.2f}  clip {match.coarse_score:.2f}", f"caption match {caption_score}"]
     lines += textwrap.wrap(match.caption, width=max(10, thumb // 6))[:_TEXT_LINES - len(lines)]
     for i, line in enumerate(lines):
         colour = (0, 0, 0) if i else (150, 40, 0)

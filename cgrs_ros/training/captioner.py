@@ -113,7 +113,7 @@ def build_model(cfg: CaptionerConfig, tokenizer):
     gen.bos_token_id = tokenizer.bos_token_id
     gen.eos_token_id = tokenizer.eos_token_id
     gen.pad_token_id = tokenizer.pad_token_id
-    gen.max_length = cfg.max_length
+    # callers cap generation with max_new_tokens (<= max_length - 1: the start token takes a position)
     gen.do_sample = False
     gen.num_beams = 1
     return model
