@@ -8,7 +8,7 @@ A YAML file (see ``cgrs_ros/resources/engine_default.yaml`` and ``config/engine_
     captioner:       {name: image_to_text, model: Salesforce/blip-image-captioning-base}
     text_similarity: {name: sentence_transformers, model: sentence-transformers/all-MiniLM-L6-v2}
     retrieval:       {top_k: 20, fusion_weight: 0.5, normalization: zscore, caption_mode: cached, max_results: 10}
-    index:           {batch_size: 32, chunk_size: 256}
+    index:           {batch_size: 32, chunk_size: 256, rectify: none}
 
 Relative file paths inside model specs (checkpoints, local model folders) are resolved against the
 YAML file's folder, so a config and the weights it names can travel together.
@@ -65,8 +65,23 @@ class RetrievalSettings:
 
 @dataclass(frozen=True)
 class IndexSettings:
+    """How an index is built.  ``rectify`` and ``horizontal_platforms`` change the captions, so they
+    are part of the index fingerprint (see :mod:`cgrs_ros.rectify`)."""
+
     batch_size: int = 32     # images per encoder/captioner batch
     chunk_size: int = 256    # images per resumable unit of work written to disk
+    rectify: str = "none"    # none | north_up: turn aerial views north-up from their heading before captioning
+    horizontal_platforms: tuple = ("ground",)   # platforms never turned (street-level photos)
+
+    def validated(self, where: str = "index") -> "IndexSettings":
+        from .rectify import RECTIFY_MODES
+
+        if self.rectify not in RECTIFY_MODES:
+            raise CGRSInputError(f"{where}.rectify {self.rectify!r}; use one of {RECTIFY_MODES}")
+        platforms = self.horizontal_platforms
+        if isinstance(platforms, str) or not all(isinstance(p, str) for p in platforms):
+            raise CGRSInputError(f"{where}.horizontal_platforms must be a list of platform names, got {platforms!r}")
+        return replace(self, horizontal_platforms=tuple(platforms))
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,7 @@ def engine_config_from_dict(data: dict, base_dir: Path, source: str = "<dict>") 
         specs[kind] = _resolve_paths(spec, base_dir)
     try:
         retrieval = RetrievalSettings(**(data.get("retrieval") or {})).validated(f"{source}: retrieval")
-        index = IndexSettings(**(data.get("index") or {}))
+        index = IndexSettings(**(data.get("index") or {})).validated(f"{source}: index")
     except TypeError as exc:
         raise CGRSInputError(f"engine config {source}: {exc}") from exc
     return EngineConfig(retrieval=retrieval, index=index, device=str(data.get("device", "auto")),

@@ -47,9 +47,13 @@ def _describe(value):
 
 
 def engine_fingerprint(config: EngineConfig) -> dict:
-    return {kind: {key: _describe(getattr(config, kind).get(key)) for key in keys
-                   if getattr(config, kind).get(key) is not None}
-            for kind, keys in _MEANINGFUL.items()}
+    found = {kind: {key: _describe(getattr(config, kind).get(key)) for key in keys
+                    if getattr(config, kind).get(key) is not None}
+             for kind, keys in _MEANINGFUL.items()}
+    # How the captioner saw the images (north-up or as they are) changes every caption.
+    found["index"] = {"rectify": config.index.rectify,
+                      "horizontal_platforms": sorted(config.index.horizontal_platforms)}
+    return found
 
 
 def fingerprint_differences(built: dict, wanted: dict) -> list[str]:

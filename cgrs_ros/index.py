@@ -34,6 +34,7 @@ from .errors import CGRSInputError
 from .fingerprint import engine_fingerprint, fingerprint_differences
 from .jsonl import read_jsonl
 from .gallery import Gallery, GalleryRecord, parse_record, resolve_inside, write_text_atomic
+from .rectify import views_for_captioner
 
 INDEX_FORMAT = 1
 META = "index.json"
@@ -130,12 +131,13 @@ def _build_chunk(gallery, chunk, models, config, partial: Path, number: int, bar
             kept.append(record)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             skipped.append({"image_id": record.image_id, "path": record.path, "reason": str(exc)})
-    batch = config.index.batch_size
+    batch, settings = config.index.batch_size, config.index
     image_vectors, captions = [], []
     for start in range(0, len(images), batch):
         part = images[start:start + batch]
         image_vectors.append(models.retriever.encode_images(part))
-        captions.extend(models.captioner.caption(part))
+        captions.extend(models.captioner.caption(views_for_captioner(
+            part, kept[start:start + batch], settings.rectify, settings.horizontal_platforms)))
         bar.update(len(part))
     bar.update(len(skipped))
     dim_image = models.retriever.embedding_dim
