@@ -1,52 +1,160 @@
-"""Recall benchmark on a procedural world: coarse vs CGRS (cached and online captions), one run.
+"""Recall benchmark on a procedural world: coarse vs CGRS with each piece switched on in turn, one run.
 
-    .venv/bin/python bench/recall_benchmark.py                       # held-out test world (seed 3)
-    .venv/bin/python bench/recall_benchmark.py --split val --fusion-weights 0.2,0.35,0.5,0.65,0.8
+    .venv/bin/python bench/recall_benchmark.py                   # held-out test world (seed 3)
+    .venv/bin/python bench/recall_benchmark.py --split val --sweep   # choose settings (validation, seed 2)
 
-The test world (seed 3: 300 places, 3,000 images, 900 queries) is never used to choose settings;
-sweeps belong on the validation world (seed 2).  Worlds and indexes are cached under $CGRS_HOME
-(default ~/.cache/cgrs_ros), keyed by the models' fingerprint.  Results go to bench/results/.
+Rows (every CGRS row goes through ``CGRSEngine.rank``, the path the node serves):
+
+1. coarse: the CLIP alone;
+2. CGRS as before: captions of the images as they are, MiniLM bi-encoder, image-level rerank;
+3. + north-up views (captions of rectified views, ``index.rectify: north_up``);
+4. + cross-encoder matcher (the embedded one);
+5. + place-level evidence (``retrieval.grouping: place_id``): the default engine;
+6. the default engine with online captions (per-query captioning, as the paper does);
+plus oracle rows with the world's true descriptions as captions (bi-encoder image-level, and the
+default matcher with places), which bound what a perfect captioner would give.
+
+Two query sets: the world's queries (900 on 300 places) and its relation-only queries (two
+neighbour-side facts that fit exactly one place).  Also: caption accuracy per attribute of the
+indexed captions (and of ``--before-captioner``, e.g. an older model), and the default engine's
+per-query latency (``engine.query``, p50/p90) in cached mode.  The test world is never used to
+choose settings: ``--sweep`` runs on ``--split val`` only and applies the selection rule below.
+Worlds and indexes are cached under $CGRS_HOME (default ~/.cache/cgrs_ros).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import platform
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 from cgrs_ros.config import load_engine_config  # noqa: E402
 from cgrs_ros.demo import cache_home  # noqa: E402
-from cgrs_ros.engine import CGRSEngine  # noqa: E402
+from cgrs_ros.engine import CGRSEngine, QueryOptions  # noqa: E402
 from cgrs_ros.evaluation import evaluate  # noqa: E402
 from cgrs_ros.fingerprint import engine_fingerprint  # noqa: E402
 from cgrs_ros.gallery import read_manifest  # noqa: E402
-from cgrs_ros.index import META, build_index  # noqa: E402
+from cgrs_ros.index import META, build_index, load_index  # noqa: E402
+from cgrs_ros.models import REGISTRIES, ModelSet  # noqa: E402
 from cgrs_ros.queries import read_queries  # noqa: E402
+from cgrs_ros.training.evaluate import caption_accuracy  # noqa: E402
 from cgrs_ros.world import generate_world  # noqa: E402
+from cgrs_ros.world.generate import RELATION_QUERIES  # noqa: E402
 
 SPLITS = {"train": 1, "val": 2, "test": 3}
 RESULTS = Path(__file__).resolve().parent / "results"
+BI_ENCODER = {"name": "sentence_transformers", "model": "sentence-transformers/all-MiniLM-L6-v2"}
+# Validation sweep grid and selection rule: the best mean of world-query R@1 and relation-query
+# R@1 among settings whose world-query R@5 and R@10 are not below the coarse baseline's.
+SWEEP = {"top_k": (10, 20, 30, 50), "fusion_weight": (0.5, 0.7, 0.8, 0.9), "place_views": (1, 3, 5)}
 
 
-def prepare(config, seed: int, places: int) -> tuple[Path, Path, float]:
+def prepare_world(seed: int, places: int) -> Path:
     world = cache_home() / f"bench_world_s{seed}_{places}"
-    if not (world / "manifest.jsonl").is_file():
+    if not (world / RELATION_QUERIES).is_file():
         generate_world(world, seed, places)
+    return world
+
+
+def prepare_index(config, world: Path) -> tuple[Path, float]:
     key = hashlib.sha256(json.dumps(engine_fingerprint(config), sort_keys=True).encode()).hexdigest()[:12]
-    index = cache_home() / f"bench_index_s{seed}_{places}_{key}"
+    index = cache_home() / f"bench_index_{world.name}_{key}"
     seconds = 0.0
     if not (index / META).is_file():
         started = time.perf_counter()
         build_index(read_manifest(world / "manifest.jsonl"), config, index)
         seconds = time.perf_counter() - started
-    return world, index, seconds
+    return index, seconds
+
+
+def with_matcher(config, matcher: dict):
+    return replace(config, text_similarity=matcher)
+
+
+def with_retrieval(config, **changes):
+    return replace(config, retrieval=replace(config.retrieval, **changes).validated())
+
+
+def with_index(config, **changes):
+    return replace(config, index=replace(config.index, **changes).validated())
+
+
+class Bench:
+    """Models loaded once and shared by every row's engine."""
+
+    def __init__(self, config):
+        spec = lambda kind, c=config: c.model_spec(kind)  # noqa: E731
+        self.retriever = REGISTRIES["retriever"].build(spec("retriever"))
+        self.matchers = {json.dumps(config.text_similarity, sort_keys=True):
+                         REGISTRIES["text_similarity"].build(spec("text_similarity"))}
+        self.device = config.device
+
+    def matcher(self, config):
+        key = json.dumps(config.text_similarity, sort_keys=True)
+        if key not in self.matchers:
+            self.matchers[key] = REGISTRIES["text_similarity"].build(config.model_spec("text_similarity"))
+        return self.matchers[key]
+
+    def engine(self, config, index) -> CGRSEngine:
+        return CGRSEngine(config, index, ModelSet(retriever=self.retriever, text_similarity=self.matcher(config)))
+
+    def close(self):
+        self.retriever.close()
+        for matcher in self.matchers.values():
+            matcher.close()
+
+
+def oracle_index(index, bench: Bench, bi_config):
+    """The same index with the world's first true description of each view as its caption."""
+    captions = [(record.extras.get("descriptions") or [""])[0] for record in index.records]
+    return replace(index, captions=captions, caption_embeddings=bench.matcher(bi_config).encode(captions))
+
+
+def recall_row(engine, query_sets: dict, settings, mode: str) -> dict:
+    row = {}
+    for name, queries in query_sets.items():
+        report = evaluate(engine, queries, modes=[mode], settings=settings, progress=False)
+        row[name] = {f"R@{k}": round(v, 2) for k, v in report.recall[mode].items()}
+        row[name]["s/query batch"] = round(report.seconds_per_query[mode], 4)
+    return row
+
+
+def latency(engine, queries, count: int) -> dict:
+    times = []
+    for query in queries[:count]:
+        started = time.perf_counter()
+        engine.query(query.text, QueryOptions(caption_mode="cached"))
+        times.append(time.perf_counter() - started)
+    return {"queries": len(times), "p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
+            "p90_ms": round(1000 * float(np.percentile(times, 90)), 1)}
+
+
+def sweep(bench: Bench, config, index, query_sets: dict, coarse: dict) -> dict:
+    engine = bench.engine(config, index)
+    results = []
+    for top_k, weight, views in itertools.product(*SWEEP.values()):
+        settings = replace(config.retrieval, top_k=top_k, fusion_weight=weight, place_views=views).validated()
+        row = {"top_k": top_k, "fusion_weight": weight, "place_views": views,
+               **recall_row(engine, query_sets, settings, "cached")}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    allowed = [r for r in results if all(r["world"][k] >= coarse["world"][k] for k in ("R@5", "R@10"))]
+    best = max(allowed or results, key=lambda r: (r["world"]["R@1"] + r["relation"]["R@1"]) / 2)
+    return {"grid": {k: list(v) for k, v in SWEEP.items()},
+            "rule": "max mean(world R@1, relation R@1) s.t. world R@5, R@10 >= coarse",
+            "chosen": {k: best[k] for k in SWEEP}, "chosen_recall": {k: best[k] for k in ("world", "relation")},
+            "results": results}
 
 
 def main(argv=None) -> int:
@@ -55,40 +163,66 @@ def main(argv=None) -> int:
     parser.add_argument("--places", type=int, default=300)
     parser.add_argument("--config", help="engine YAML (default: the embedded models)")
     parser.add_argument("--device")
-    parser.add_argument("--modes", default="coarse,cached,online")
-    parser.add_argument("--fusion-weights", help="comma list: evaluate each (validation only)")
-    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--sweep", action="store_true", help="sweep the rerank settings (validation only)")
+    parser.add_argument("--before-captioner", help="also report caption accuracy of this captioner folder")
+    parser.add_argument("--latency-queries", type=int, default=100)
     parser.add_argument("--out", help="JSON path (default bench/results/recall_<split>.json)")
     args = parser.parse_args(argv)
-    if args.fusion_weights and args.split == "test":
+    if args.sweep and args.split == "test":
         parser.error("sweeps choose settings: run them on --split val, never on the test world")
 
-    config = load_engine_config(args.config, device=args.device)
-    if args.top_k:
-        config = replace(config, retrieval=replace(config.retrieval, top_k=args.top_k).validated())
-    world, index, build_seconds = prepare(config, SPLITS[args.split], args.places)
-    queries = read_queries(world / "queries.jsonl")
-    engine = CGRSEngine.load(config, index)
-    modes = [m for m in args.modes.split(",") if m]
-    weights = [float(w) for w in args.fusion_weights.split(",")] if args.fusion_weights else [None]
-    runs = []
+    import torch
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    default = load_engine_config(args.config, device=args.device)
+    plain = with_index(with_retrieval(with_matcher(default, BI_ENCODER), grouping="none"), rectify="none")
+    world = prepare_world(SPLITS[args.split], args.places)
+    query_sets = {"world": read_queries(world / "queries.jsonl"), "relation": read_queries(world / RELATION_QUERIES)}
+    index_paths = {"as is": prepare_index(plain, world), "north-up": prepare_index(with_index(plain, rectify="north_up"), world)}
+    indexes = {name: load_index(path) for name, (path, _) in index_paths.items()}
+    truths = [(r.extras.get("descriptions") or [""])[0] for r in indexes["as is"].records]
+    bench = Bench(default)
     try:
-        for weight in weights:
-            settings = config.retrieval if weight is None else replace(config.retrieval, fusion_weight=weight).validated()
-            report = evaluate(engine, queries, modes=modes if not runs else [m for m in modes if m != "coarse"],
-                              settings=settings)
-            print(f"\n{args.split} world (seed {SPLITS[args.split]}): {len(engine.index)} images, "
-                  f"{report.n_queries} queries; top_k={settings.top_k} fusion_weight={settings.fusion_weight} "
-                  f"normalization={settings.normalization}")
-            print(report.table())
-            runs.append(report.to_json())
+        rows = {}
+        rows["coarse (CLIP only)"] = recall_row(bench.engine(plain, indexes["as is"]), query_sets, plain.retrieval, "coarse")
+        if args.sweep:
+            result = {"sweep": sweep(bench, default, indexes["north-up"], query_sets, rows["coarse (CLIP only)"])}
+        else:
+            north_bi = with_index(plain, rectify="north_up")
+            north_cross = with_matcher(north_bi, default.text_similarity)
+            steps = [("CGRS as before (captions as is, MiniLM, images)", plain, "as is"),
+                     ("+ north-up views", north_bi, "north-up"),
+                     ("+ cross-encoder matcher", north_cross, "north-up"),
+                     ("+ place-level evidence (default)", default, "north-up")]
+            for label, config, which in steps:
+                rows[label] = recall_row(bench.engine(config, indexes[which]), query_sets, config.retrieval, "cached")
+                print(label, rows[label], flush=True)
+            engine = bench.engine(default, indexes["north-up"])
+            rows["default, online captions"] = recall_row(engine, {"relation": query_sets["relation"]},
+                                                          default.retrieval, "online")
+            oracle = oracle_index(indexes["north-up"], bench, plain)
+            rows["oracle captions, MiniLM, images"] = recall_row(bench.engine(plain, oracle), query_sets,
+                                                                 plain.retrieval, "cached")
+            rows["oracle captions, default"] = recall_row(bench.engine(default, oracle), query_sets,
+                                                          default.retrieval, "cached")
+            accuracy = {name: caption_accuracy(index.captions, truths) for name, index in indexes.items()}
+            if args.before_captioner:
+                before = replace(plain, captioner=dict(plain.captioner, model=str(Path(args.before_captioner).resolve())))
+                path, _ = prepare_index(before, world)
+                accuracy["before (" + Path(args.before_captioner).name + ", as is)"] = caption_accuracy(
+                    load_index(path).captions, truths)
+            result = {"rows": rows, "caption_accuracy": accuracy,
+                      "latency_cached": latency(bench.engine(default, indexes["north-up"]),
+                                                query_sets["world"], args.latency_queries)}
     finally:
-        engine.close()
+        bench.close()
     result = {"split": args.split, "seed": SPLITS[args.split], "places": args.places,
-              "images": len(engine.index), "config": config.source, "index_build_seconds": round(build_seconds, 1),
+              "images": len(indexes["as is"]), "queries": {k: len(v) for k, v in query_sets.items()},
+              "config": default.source, "settings": asdict(default.retrieval),
+              "index_build_seconds": {k: round(s, 1) for k, (_, s) in index_paths.items()},
               "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
-              "device": config.device, "runs": runs}
-    out = Path(args.out) if args.out else RESULTS / f"recall_{args.split}.json"
+              "torch_threads": torch.get_num_threads(), **result}
+    print(json.dumps({k: v for k, v in result.items() if k != "sweep"}, indent=1))
+    out = Path(args.out) if args.out else RESULTS / (f"recall_{args.split}" + ("_sweep" if args.sweep else "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwritten {out}")

@@ -16,6 +16,7 @@ YAML file's folder, so a config and the weights it names can travel together.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -47,6 +48,10 @@ class RetrievalSettings:
     normalization: str = "zscore"
     caption_mode: str = "cached"
     max_results: int = 10
+    grouping: str = "place_id"      # place_id | radius | visual | none (see cgrs_ros.places)
+    group_radius_m: float = 60.0    # radius grouping: views within this distance are one place
+    group_cosine: float = 0.9       # visual grouping: near-duplicate CLIP image cosine
+    place_views: int = 3            # a place's caption score: mean of its best-matching views
 
     def validated(self, where: str = "retrieval") -> "RetrievalSettings":
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
@@ -60,7 +65,18 @@ class RetrievalSettings:
             raise CGRSInputError(f"{where}.normalization {self.normalization!r}; use one of {NORMALISATIONS}")
         if self.caption_mode not in CAPTION_MODES:
             raise CGRSInputError(f"{where}.caption_mode {self.caption_mode!r}; use one of {CAPTION_MODES}")
-        return replace(self, fusion_weight=float(weight))
+        from .places import GROUPINGS
+
+        if self.grouping not in GROUPINGS:
+            raise CGRSInputError(f"{where}.grouping {self.grouping!r}; use one of {GROUPINGS}")
+        for name, value, low, high in (("group_radius_m", self.group_radius_m, 0.0, math.inf),
+                                       ("group_cosine", self.group_cosine, -1.0, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise CGRSInputError(f"{where}.{name} must be a number in ({low:g}, {high:g}], got {value!r}")
+        if isinstance(self.place_views, bool) or not isinstance(self.place_views, int) or self.place_views < 1:
+            raise CGRSInputError(f"{where}.place_views must be a positive integer, got {self.place_views!r}")
+        return replace(self, fusion_weight=float(weight), group_radius_m=float(self.group_radius_m),
+                       group_cosine=float(self.group_cosine))
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,7 @@ class EngineConfig:
     index: IndexSettings = field(default_factory=IndexSettings)
     device: str = "auto"
     dtype: str = "auto"
+    calibration: str = ""    # confidence calibration JSON (cgrs_ros.calibration); '' = none
     source: str = ""
 
     def model_spec(self, kind: str) -> dict:
@@ -122,7 +139,7 @@ def load_engine_config(path: str | Path | None = None, **overrides) -> EngineCon
 
 def engine_config_from_dict(data: dict, base_dir: Path, source: str = "<dict>") -> EngineConfig:
     data = copy.deepcopy(data)
-    known = {"retriever", "captioner", "text_similarity", "retrieval", "index", "device", "dtype"}
+    known = {"retriever", "captioner", "text_similarity", "retrieval", "index", "device", "dtype", "calibration"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise CGRSInputError(f"engine config {source}: unknown keys {unknown}; known: {sorted(known)}")
@@ -137,8 +154,13 @@ def engine_config_from_dict(data: dict, base_dir: Path, source: str = "<dict>") 
         index = IndexSettings(**(data.get("index") or {})).validated(f"{source}: index")
     except TypeError as exc:
         raise CGRSInputError(f"engine config {source}: {exc}") from exc
+    calibration = data.get("calibration") or ""
+    if not isinstance(calibration, str):
+        raise CGRSInputError(f"engine config {source}: calibration must be a file path, got {calibration!r}")
+    if calibration and not Path(calibration).is_absolute():
+        calibration = str((base_dir / calibration).resolve())
     return EngineConfig(retrieval=retrieval, index=index, device=str(data.get("device", "auto")),
-                        dtype=str(data.get("dtype", "auto")), source=source, **specs)
+                        dtype=str(data.get("dtype", "auto")), calibration=calibration, source=source, **specs)
 
 
 def _resolve_paths(spec: dict, base_dir: Path) -> dict:

@@ -2,10 +2,16 @@
 
 Per query (CGRS, arXiv 2510.02728):
 1. coarse: CLIP text embedding of the query, cosine top-K over the index's image embeddings;
-2. captions of the K candidates: cached (from the index, the fast path) or online (captioned now,
-   as the paper does, remembered so no image is captioned twice);
-3. rerank: text similarity between the query and each caption, fused with the coarse score.
+2. places: the candidates are grouped into places (:mod:`cgrs_ros.places`), and each candidate
+   place brings all of its views as evidence;
+3. captions of those views: cached (from the index, the fast path) or online (captioned now, as
+   the paper does, remembered so no image is captioned twice);
+4. rerank: the query is matched against each caption (bi-encoder cosine or cross-encoder), a
+   place's caption score is pooled from its views, and fused with its coarse score.
 If the caption stage fails, the coarse ranking is returned marked ``degraded``, never nothing.
+
+:meth:`CGRSEngine.rank` is the one retrieval path: :meth:`CGRSEngine.query` and the batch
+evaluation (:func:`cgrs_ros.evaluation.rank_all`, hence every published recall) both call it.
 """
 from __future__ import annotations
 
@@ -18,9 +24,11 @@ from typing import Callable
 
 import numpy as np
 
+from .calibration import load_calibration, ranking_features
 from .config import EngineConfig, RetrievalSettings
-from .fusion import rerank, top_k
+from .fusion import fuse, rank_order, top_k
 from .index import GalleryIndex, load_image, load_index
+from .places import place_caption_score, place_keys, visual_groups
 from .queries import validate_query_text
 from .rectify import views_for_captioner
 
@@ -40,6 +48,7 @@ class QueryOptions:
     caption_mode: str | None = None
     max_results: int | None = None
     normalization: str | None = None
+    grouping: str | None = None
 
     def apply(self, settings: RetrievalSettings) -> RetrievalSettings:
         changes = {k: v for k, v in vars(self).items() if v is not None}
@@ -88,6 +97,35 @@ class PlaceMatch:
     @property
     def n_views(self) -> int:
         return len(self.views)
+
+
+@dataclass
+class Ranking:
+    """What :meth:`CGRSEngine.rank` decided for one query (arrays aligned with ``rows``).
+
+    ``rows`` is the image-level ranking: the best view of each candidate place in place order,
+    then the places' other views, then the remaining coarse order (so an image-level top-10, as
+    Track 4 scores it, shows ten distinct places where there are ten).  ``places`` lists every
+    candidate place, best first.
+    """
+
+    rows: np.ndarray
+    coarse: np.ndarray
+    caption: np.ndarray | None
+    fused: np.ndarray
+    captions: list[str] | None
+    places: list[RankedPlace]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RankedPlace:
+    """One candidate place of a :class:`Ranking`: fused score, its parts, and its views best first."""
+
+    score: float
+    coarse: float
+    caption: float        # pooled caption score (NaN without captions)
+    rows: np.ndarray
 
 
 @dataclass
@@ -141,6 +179,8 @@ class CGRSEngine:
         self.caption_cache = CaptionCache()
         self._image_matrix = np.asarray(index.image_embeddings, dtype=np.float32)
         self._caption_matrix = np.asarray(index.caption_embeddings, dtype=np.float32)
+        self._groupings: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
+        self.calibration, self.calibration_note = load_calibration(config)
 
     @classmethod
     def load(cls, config: EngineConfig, index_dir: str | Path | None = None,
@@ -174,54 +214,108 @@ class CGRSEngine:
         settings = (options or QueryOptions()).apply(self.config.retrieval)
         report = progress or (lambda stage, fraction: None)
         timings: dict[str, float] = {}
+        started = time.perf_counter()
 
-        def stage(name: str, fraction: float) -> float:
+        def stage(name: str, fraction: float) -> None:
             if should_stop is not None and should_stop():
                 raise QueryCancelled(f"cancelled before {name}")
             report(name, fraction)
-            return time.perf_counter()
 
-        start = stage("coarse", 0.0)
+        stage("coarse", 0.0)
         query_vector = self.models.retriever.encode_texts([text])[0]
-        rows, coarse = self.coarse(query_vector, settings.top_k)
-        timings["coarse"] = time.perf_counter() - start
-        start = stage("captions", 0.3)
-        try:
-            captions, caption_scores = self.caption_scores(text, rows, settings.caption_mode)
-            error = None
-        except QueryCancelled:
-            raise
-        except Exception as exc:  # any caption-stage failure degrades to the coarse ranking
-            captions, caption_scores, error = None, None, f"{type(exc).__name__}: {exc}"
-        timings["captions"] = time.perf_counter() - start
+        timings["encode"] = time.perf_counter() - started
+        ranking = self.rank(query_vector, text, settings, settings.max_results, stage)
         stage("rerank", 0.9)
-        result = self.assemble(text, rows, coarse, captions, caption_scores, settings)
-        if error is not None:
-            result.degraded = True
-            result.status = f"caption stage failed ({error}); coarse ranking only"
+        result = self.assemble(text, ranking, settings)
+        if self.calibration is not None and not result.degraded:
+            result.confidence = self.calibration.probability(ranking_features(ranking))
+        timings["total"] = time.perf_counter() - started
         result.timings = timings
         report("done", 1.0)
         return result
 
-    def coarse(self, query_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        similarities = self._image_matrix @ query_vector.astype(np.float32)
-        rows = top_k(similarities, k)
-        return rows, similarities[rows]
+    def rank(self, query_vector: np.ndarray, text: str, settings: RetrievalSettings, depth: int,
+             stage: Callable[[str, float], None] | None = None) -> Ranking:
+        """The one retrieval path: coarse top-K, places, captions, rerank (see the module docstring).
 
-    def caption_scores(self, text: str, rows: np.ndarray, mode: str):
-        """Captions of the candidate rows and their similarity to the query ((None, None) when off)."""
-        if mode == "off":
-            return None, None
-        captions, vectors = self.candidate_captions(rows, mode)
-        return captions, vectors @ self.models.text_similarity.encode([text])[0]
+        ``stage(name, fraction)`` is called between stages (it may raise :class:`QueryCancelled`).
+        A caption-stage failure returns the coarse ranking with ``error`` set.
+        """
+        similarities = self.similarities(query_vector)
+        candidates = top_k(similarities, max(settings.top_k, depth))
+        head = candidates[:settings.top_k]
+        groups = self._candidate_places(head, settings)
+        views = np.concatenate(groups)
+        caption = captions = error = None
+        if settings.caption_mode != "off":
+            if stage is not None:
+                stage("captions", 0.3)
+            try:
+                captions, caption = self._caption_scores(text, views, settings.caption_mode)
+            except QueryCancelled:
+                raise
+            except Exception as exc:  # any caption-stage failure degrades to the coarse ranking
+                error = f"{type(exc).__name__}: {exc}"
+        view_coarse = similarities[views].astype(np.float64)
+        view_fused = (view_coarse if caption is None
+                      else fuse(view_coarse, caption, settings.fusion_weight, settings.normalization))
+        bounds = np.cumsum([0] + [len(g) for g in groups])
+        ordered = [a + rank_order(view_fused[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]  # best view first
+        place_fused = place_coarse = np.array([view_coarse[p].max() for p in ordered])
+        place_caption = np.full(len(ordered), math.nan)
+        if caption is not None:
+            place_caption = np.array([place_caption_score(caption[p], settings.place_views) for p in ordered])
+            place_fused = fuse(place_coarse, place_caption, settings.fusion_weight, settings.normalization)
+        place_order = rank_order(place_fused)
+        firsts = [ordered[i][0] for i in place_order]
+        rests = [p for i in place_order for p in ordered[i][1:]]
+        positions = np.array(firsts + rests, dtype=np.int64)
+        rows = views[positions]
+        tail = candidates[~np.isin(candidates, rows)][:max(0, depth - len(rows))]
+        return Ranking(
+            rows=np.concatenate([rows, tail]), coarse=similarities[np.concatenate([rows, tail])],
+            caption=None if caption is None else np.concatenate([caption[positions], np.full(len(tail), np.nan)]),
+            fused=np.concatenate([view_fused[positions], np.full(len(tail), np.nan)]),
+            captions=None if captions is None else [captions[p] for p in positions] + [None] * len(tail),
+            places=[RankedPlace(float(place_fused[i]), float(place_coarse[i]), float(place_caption[i]),
+                                views[ordered[i]]) for i in place_order], error=error)
 
-    def candidate_captions(self, rows, mode: str) -> tuple[list[str], np.ndarray]:
-        """Captions and caption vectors of rows: from the index (cached) or captioned now (online)."""
+    def similarities(self, query_vector: np.ndarray) -> np.ndarray:
+        """CLIP cosine of the query with every gallery image."""
+        return self._image_matrix @ np.asarray(query_vector, dtype=np.float32)
+
+    def coarse(self, query_vector: np.ndarray, k: int) -> np.ndarray:
+        """The CLIP-only baseline: the ``k`` most similar images, best first."""
+        return top_k(self.similarities(query_vector), k)
+
+    def _candidate_places(self, head: np.ndarray, settings: RetrievalSettings) -> list[np.ndarray]:
+        """The candidate rows grouped into places (first appearance order), each with all its views."""
+        if settings.grouping == "visual":
+            keys = visual_groups(self._image_matrix[head], settings.group_cosine)
+            return [head[keys == k] for k in dict.fromkeys(keys.tolist())]
+        keys, order, starts = self._grouping(settings)
+        wanted = dict.fromkeys(keys[head].tolist())
+        return [order[starts[k]:starts[k + 1]] for k in wanted]
+
+    def _grouping(self, settings: RetrievalSettings):
+        """(key per row, rows sorted by key, start offsets per key), computed once per setting."""
+        name = (settings.grouping, settings.group_radius_m)
+        if name not in self._groupings:
+            keys = place_keys(self.index.records, settings.grouping, settings.group_radius_m)
+            order = np.argsort(keys, kind="stable")
+            starts = np.searchsorted(keys[order], np.arange(int(keys.max(initial=-1)) + 2))
+            self._groupings[name] = (keys, order, starts)
+        return self._groupings[name]
+
+    def _caption_scores(self, text: str, rows: np.ndarray, mode: str) -> tuple[list[str], np.ndarray]:
+        """Captions of ``rows`` (cached or online) and how well each matches the query."""
         if mode == "cached":
-            return [self.index.captions[r] for r in rows], self._caption_matrix[rows]
-        return self.online_captions(rows)
+            captions, vectors = [self.index.captions[r] for r in rows], self._caption_matrix[rows]
+        else:
+            captions, vectors = self.online_captions(rows)
+        return captions, np.asarray(self.models.text_similarity.score(text, captions, vectors), dtype=np.float64)
 
-    def online_captions(self, rows) -> tuple[list[str], np.ndarray]:
+    def online_captions(self, rows) -> tuple[list[str], np.ndarray | None]:
         """Caption rows not captioned before (batched), then read every row from the cache."""
         missing = self.caption_cache.missing(rows)
         if missing:
@@ -233,31 +327,34 @@ class CGRSEngine:
             images = views_for_captioner(images, [self.index.records[r] for r in missing],
                                          settings.rectify, settings.horizontal_platforms)
             captions = self.models.captioner.caption(images)
-            self.caption_cache.put(missing, captions, self.models.text_similarity.encode(captions))
+            matcher = self.models.text_similarity
+            vectors = (matcher.encode(captions) if matcher.embeds_captions
+                       else np.zeros((len(captions), 0), np.float32))
+            self.caption_cache.put(missing, captions, vectors)
         return self.caption_cache.get(rows)
 
-    def assemble(self, text, rows, coarse, captions, caption_scores, settings: RetrievalSettings) -> QueryResult:
-        if caption_scores is None:
-            order, fused = np.arange(len(rows)), np.asarray(coarse, dtype=np.float64)
-        else:
-            order, fused = rerank(coarse, caption_scores, settings.fusion_weight, settings.normalization)
-        matches = []
-        for rank, position in enumerate(order[:settings.max_results], start=1):
-            row = int(rows[position])
+    def assemble(self, text: str, ranking: Ranking, settings: RetrievalSettings) -> QueryResult:
+        matches = {}
+        for position, row in enumerate(ranking.rows):
+            row = int(row)
             record = self.index.records[row]
-            matches.append(Match(
-                rank=rank, image_id=record.image_id, place_id=record.place_id, platform=record.platform,
-                score=float(fused[position]), coarse_score=float(coarse[position]),
-                caption_score=math.nan if caption_scores is None else float(caption_scores[position]),
-                caption=(captions[position] if captions is not None else self.index.captions[row]),
+            caption = ranking.captions[position] if ranking.captions is not None else None
+            matches[row] = Match(
+                rank=position + 1, image_id=record.image_id, place_id=record.place_id, platform=record.platform,
+                score=float(ranking.fused[position]), coarse_score=float(ranking.coarse[position]),
+                caption_score=math.nan if ranking.caption is None else float(ranking.caption[position]),
+                caption=caption if caption is not None else self.index.captions[row],
                 lat=record.lat, lon=record.lon, alt=record.alt, heading=record.heading,
-                image_path=self.index.image_path(row), row=row))
-        reranked = caption_scores is not None
-        status = (f"reranked {len(rows)} candidates with {settings.caption_mode} captions" if reranked
-                  else "coarse ranking (caption mode off)")
-        grouped: dict[str, list[Match]] = {}
-        for match in matches:
-            grouped.setdefault(match.place_id, []).append(match)
-        places = [PlaceMatch(rank, place_id, views[0].score, tuple(views))
-                  for rank, (place_id, views) in enumerate(grouped.items(), start=1)]
-        return QueryResult(text, matches, reranked, False, status, settings, places=places)
+                image_path=self.index.image_path(row), row=row)
+        places = [PlaceMatch(rank, self.index.records[int(place.rows[0])].place_id, place.score,
+                             tuple(matches[int(r)] for r in place.rows))
+                  for rank, place in enumerate(ranking.places[:settings.max_results], start=1)]
+        reranked = ranking.caption is not None
+        status = (f"reranked {len(ranking.places)} candidate places with {settings.caption_mode} captions"
+                  if reranked else "coarse ranking (caption mode off)")
+        result = QueryResult(text, list(matches.values())[:settings.max_results], reranked, False, status,
+                             settings, places=places)
+        if ranking.error is not None:
+            result.degraded = True
+            result.status = f"caption stage failed ({ranking.error}); coarse ranking only"
+        return result

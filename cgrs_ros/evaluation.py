@@ -7,14 +7,13 @@ order (coarse) or coarse order (rerank), so a figure can be reproduced exactly.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from .errors import CGRSInputError
-from .fusion import rerank
 from .queries import Query
 
 DEFAULT_KS = (1, 5, 10)
@@ -47,7 +46,7 @@ class EvaluationReport:
                 "seconds_per_query": {m: round(s, 5) for m, s in self.seconds_per_query.items()}}
 
     def table(self) -> str:
-        header = f"{'mode':<14}" + "".join(f"{'R@' + str(k):>8}" for k in self.ks) + f"{'s/query':>10}"
+        header = f"{'mode':<14}" + "".join(f"{'R@' + str(k):>8}" for k in self.ks) + f"{'s/q batch':>10}"
         lines = [header, "-" * len(header)]
         for mode, values in self.recall.items():
             label = "coarse" if mode == "coarse" else f"CGRS-{mode}"
@@ -60,29 +59,31 @@ def rank_all(engine, texts: Sequence[str], modes: Sequence[str], settings, depth
              progress: bool = True, batch_size: int = 256) -> tuple[dict[str, list[np.ndarray]], dict[str, float]]:
     """Gallery rows ranked for every text under each mode, and the seconds per query of each mode.
 
-    Queries are encoded in batches once; CGRS reranks the coarse top-``top_k`` and ranks beyond
-    ``top_k`` (when ``depth`` > top_k) keep the coarse order.
+    ``coarse`` is the CLIP-only baseline; every other mode is a caption mode answered by
+    :meth:`~cgrs_ros.engine.CGRSEngine.rank`, the very path :meth:`~cgrs_ros.engine.CGRSEngine.query`
+    takes, so a published recall is the recall of what the node serves.  Query texts are
+    CLIP-encoded in batches first; the seconds are therefore an amortised batch *throughput*
+    (per query latencies: ``bench/recall_benchmark.py`` measures ``engine.query`` p50/p90).
     """
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise CGRSInputError(f"unknown modes {unknown}; use {', '.join(MODES)}")
+    if not modes:
+        raise CGRSInputError(f"no modes to evaluate; use one or more of {', '.join(MODES)}")
     started = time.perf_counter()
     query_vectors = np.concatenate([engine.models.retriever.encode_texts(texts[i:i + batch_size])
                                     for i in range(0, len(texts), batch_size)])
     encode_seconds = time.perf_counter() - started
-    text_vectors = engine.models.text_similarity.encode(texts) if set(modes) - {"coarse"} else None
     rankings, seconds = {}, {}
     for mode in modes:
         rankings[mode] = []
+        mode_settings = settings if mode == "coarse" else replace(settings, caption_mode=mode)
         started = time.perf_counter()
         for i in tqdm(range(len(texts)), desc=f"rank {mode}", unit="q", disable=not progress, dynamic_ncols=True):
-            rows, coarse = engine.coarse(query_vectors[i], depth)
-            if mode != "coarse":
-                head = rows[:settings.top_k]
-                _, caption_vectors = engine.candidate_captions(head, mode)
-                order, _ = rerank(coarse[:settings.top_k], caption_vectors @ text_vectors[i],
-                                  settings.fusion_weight, settings.normalization)
-                rows = np.concatenate([head[order], rows[settings.top_k:]])
+            if mode == "coarse":
+                rows = engine.coarse(query_vectors[i], depth)
+            else:
+                rows = engine.rank(query_vectors[i], texts[i], mode_settings, depth).rows
             rankings[mode].append(rows[:depth])
         seconds[mode] = (time.perf_counter() - started + encode_seconds) / max(1, len(texts))
     return rankings, seconds
@@ -98,8 +99,7 @@ def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse",
     rankings, seconds = rank_all(engine, [q.text for q in scored], modes, settings,
                                  depth=max(max(ks), settings.top_k), progress=progress)
     report = EvaluationReport(len(scored), tuple(ks), seconds_per_query=seconds, settings={
-        "top_k": settings.top_k, "fusion_weight": settings.fusion_weight,
-        "normalization": settings.normalization})
+        key: value for key, value in asdict(settings).items() if key not in ("caption_mode", "max_results")})
     places = np.array([r.place_id for r in engine.index.records])
     for mode in modes:
         ranked_places = [places[rows[:max(ks)]].tolist() for rows in rankings[mode]]

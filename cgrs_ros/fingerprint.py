@@ -47,9 +47,15 @@ def _describe(value):
 
 
 def engine_fingerprint(config: EngineConfig) -> dict:
+    from .models.text_similarity import TEXT_SIMILARITIES
+
+    kinds = dict(_MEANINGFUL)
+    # A pair scorer (cross-encoder) stores nothing in the index: it can be swapped without a rebuild.
+    if not getattr(TEXT_SIMILARITIES.factory(config.text_similarity["name"]), "embeds_captions", True):
+        kinds.pop("text_similarity")
     found = {kind: {key: _describe(getattr(config, kind).get(key)) for key in keys
                     if getattr(config, kind).get(key) is not None}
-             for kind, keys in _MEANINGFUL.items()}
+             for kind, keys in kinds.items()}
     # How the captioner saw the images (north-up or as they are) changes every caption.
     found["index"] = {"rectify": config.index.rectify,
                       "horizontal_platforms": sorted(config.index.horizontal_platforms)}
@@ -59,7 +65,9 @@ def engine_fingerprint(config: EngineConfig) -> dict:
 def fingerprint_differences(built: dict, wanted: dict) -> list[str]:
     """Human-readable differences, e.g. ``retriever.model: index has 'RN50', config has 'ViT-B-32'``."""
     diffs = []
-    for kind in sorted(set(built) | set(wanted)):
+    # Only what the config needs: caption vectors an index holds for a bi-encoder the config no
+    # longer uses (it reranks with a cross-encoder) are simply not read.
+    for kind in sorted(wanted):
         a, b = built.get(kind, {}), wanted.get(kind, {})
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):

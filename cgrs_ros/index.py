@@ -142,8 +142,9 @@ def _build_chunk(gallery, chunk, models, config, partial: Path, number: int, bar
     bar.update(len(skipped))
     dim_image = models.retriever.embedding_dim
     image_array = np.concatenate(image_vectors) if image_vectors else np.zeros((0, dim_image), np.float32)
-    caption_array = (models.text_similarity.encode(captions) if captions
-                     else np.zeros((0, models.text_similarity.embedding_dim), np.float32))
+    matcher = models.text_similarity
+    caption_array = (matcher.encode(captions) if captions and matcher.embeds_captions
+                     else np.zeros((len(captions), matcher.embedding_dim), np.float32))
     stem = partial / f"chunk_{number:05d}"
     _save_npy_atomic(stem.with_suffix(".image.npy"), image_array)
     _save_npy_atomic(stem.with_suffix(".caption.npy"), caption_array)

@@ -1,5 +1,6 @@
 """The engine end to end on real tiny models, plus its rerank on a hand-made index."""
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +27,39 @@ def test_query_returns_ranked_geo_matches(engine):
     assert result.query == "a red roof"
     assert result.reranked and not result.degraded
     assert [m.rank for m in result.matches] == [1, 2, 3, 4, 5]
-    assert all(a.score >= b.score for a, b in zip(result.matches, result.matches[1:]))
-    best = result.matches[0]
+    assert [p.rank for p in result.places] == list(range(1, len(result.places) + 1))
+    assert all(a.score >= b.score for a, b in zip(result.places, result.places[1:]))
+    assert len({p.place_id for p in result.places}) == len(result.places)          # distinct places
+    # each place brings all of its views (3 in the tiny gallery), best first; the image ranking
+    # starts with the best view of every place in place order
+    assert all(p.n_views == 3 and {v.place_id for v in p.views} == {p.place_id} for p in result.places)
+    assert [m.image_id for m in result.matches[:len(result.places)]] == [p.best.image_id for p in result.places][:5]
+    best = result.places[0].best
     assert best.image_path.is_file() and best.caption and not math.isnan(best.caption_score)
     assert best.has_geo and 47.36 < best.lat < 47.38
-    assert set(result.timings) == {"coarse", "captions"}
+    assert set(result.timings) == {"encode", "total"}
 
 
 def test_online_captions_are_cached(engine):
     engine.caption_cache = type(engine.caption_cache)()
-    first = engine.query("a blue roof", QueryOptions(caption_mode="online", top_k=4))
+    first = engine.query("a blue roof", QueryOptions(caption_mode="online", top_k=4, grouping="none"))
     assert len(engine.caption_cache) == 4
-    engine.query("a blue roof", QueryOptions(caption_mode="online", top_k=6))
+    engine.query("a blue roof", QueryOptions(caption_mode="online", top_k=6, grouping="none"))
     assert len(engine.caption_cache) == 6  # the first 4 were not captioned again
-    assert first.status == "reranked 4 candidates with online captions"
+    assert first.status == "reranked 4 candidate places with online captions"
+
+
+def test_batch_evaluation_ranks_exactly_as_the_engine_answers(engine):
+    """Every published recall comes from rank_all: it must be the node's own ranking, query by query."""
+    from cgrs_ros.evaluation import rank_all
+
+    texts = ["a red roof", "blue", "a green building", "yellow roof near a white one"]
+    for grouping in ("place_id", "none", "visual"):
+        settings = replace(engine.config.retrieval, grouping=grouping, max_results=5)
+        rankings, _ = rank_all(engine, texts, ["cached"], settings, depth=5, progress=False)
+        for text, rows in zip(texts, rankings["cached"]):
+            served = engine.query(text, QueryOptions(grouping=grouping, max_results=5))
+            assert [m.row for m in served.matches] == rows[:5].tolist(), (grouping, text)
 
 
 def test_caption_mode_off_is_the_coarse_order(engine):
@@ -95,23 +115,52 @@ def _unit(cosine):
     return [cosine, float(np.sqrt(1.0 - cosine ** 2))]
 
 
-def test_rerank_fixes_the_coarse_order_on_a_hand_made_index(tiny_engine_config_path):
+class VectorMatcher:
+    """Scores captions by their stored vectors against a fixed query vector: a stand-in for the
+    text model in this unit test of the rerank arithmetic (the models are tested elsewhere)."""
+
+    embeds_captions = True
+
+    def __init__(self, query_vector):
+        self.query_vector = np.asarray(query_vector, np.float32)
+
+    def score(self, query, captions, caption_vectors):
+        return caption_vectors @ self.query_vector
+
+
+def _hand_made_engine(config_path, place_ids):
     # The query vector is [1, 0]. CLIP puts image 0 first by a hair (0.90 / 0.89 / 0.88 / 0.50);
     # only image 2's caption matches the query (caption cosines 0.1 / 0.2 / 0.9 / 0.0).
     image_vectors = np.array([_unit(c) for c in (0.90, 0.89, 0.88, 0.50)], np.float32)
     caption_vectors = np.array([_unit(c) for c in (0.1, 0.2, 0.9, 0.0)], np.float32)
-    records = [GalleryRecord(f"i{i}", f"i{i}.png", f"p{i}", "drone", 47.0, 8.0, 10.0, 0.0) for i in range(4)]
+    records = [GalleryRecord(f"i{i}", f"i{i}.png", place, "drone", 47.0, 8.0, 10.0, 0.0)
+               for i, place in enumerate(place_ids)]
     index = GalleryIndex(Path("."), {}, records, list("abcd"), image_vectors, caption_vectors, Path("/g"), [])
-    engine = CGRSEngine(load_engine_config(tiny_engine_config_path), index, ModelSet())
+    return CGRSEngine(load_engine_config(config_path), index, ModelSet(text_similarity=VectorMatcher([1.0, 0.0])))
+
+
+def test_rerank_fixes_the_coarse_order_on_a_hand_made_index(tiny_engine_config_path):
+    engine = _hand_made_engine(tiny_engine_config_path, ["p0", "p1", "p2", "p3"])
     query = np.array([1.0, 0.0], np.float32)
-    rows, coarse = engine.coarse(query, 4)
-    assert rows.tolist() == [0, 1, 2, 3]
-    caption_scores = caption_vectors[rows] @ query  # what the text-similarity model would return
-    settings = engine.config.retrieval  # fusion_weight 0.5, z-score
-    result = engine.assemble("q", rows, coarse, list("abcd"), caption_scores, settings)
+    assert engine.coarse(query, 4).tolist() == [0, 1, 2, 3]
+    settings = replace(engine.config.retrieval, top_k=4, fusion_weight=0.5, normalization="zscore", place_views=1)
+    result = engine.assemble("q", engine.rank(query, "q", settings, 4), settings)
     # z-scores: coarse [0.64, 0.58, 0.52, -1.73] (std 0.16903), caption [-0.57, -0.28, 1.70, -0.85] (std 0.35355)
-    # fused = 0.5 * both = [0.03, 0.15, 1.11, -1.28]
+    # fused = 0.5 * both = [0.03, 0.15, 1.11, -1.28]; one view per place, so places rank the same
     assert [m.image_id for m in result.matches] == ["i2", "i1", "i0", "i3"]
+    assert [p.place_id for p in result.places] == ["p2", "p1", "p0", "p3"]
     assert result.matches[0].score == pytest.approx(0.5 * (0.0875 / 0.16903 + 0.6 / 0.35355), abs=1e-4)
     assert result.matches[0].coarse_score == pytest.approx(0.88, abs=1e-6)
     assert result.matches[0].caption_score == pytest.approx(0.9, abs=1e-6)
+
+
+def test_a_place_is_judged_on_all_of_its_views(tiny_engine_config_path):
+    # Images 0 and 3 are two views of place A: CLIP finds A only through image 0 (top_k 2 keeps
+    # images 0 and 1), yet A's weak view 3 joins the evidence.  With place_views 2 the caption
+    # score of A is the mean of its two views (0.1 and 0.0), of B its one view (0.2).
+    engine = _hand_made_engine(tiny_engine_config_path, ["A", "B", "C", "A"])
+    query = np.array([1.0, 0.0], np.float32)
+    settings = replace(engine.config.retrieval, top_k=2, fusion_weight=1.0, normalization="none", place_views=2)
+    ranking = engine.rank(query, "q", settings, 2)
+    assert [(round(p.score, 6), p.rows.tolist()) for p in ranking.places] == [(0.2, [1]), (0.05, [0, 3])]
+    assert ranking.rows.tolist() == [1, 0, 3]   # best view of each place first, then the rest

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -45,7 +46,7 @@ def _haversine_m(lat1, lon1, lat2, lon2) -> float:
 
 def test_same_seed_gives_identical_bytes(worlds):
     a, b = _files(worlds["a"]), _files(worlds["b"])
-    assert len(a) == 3 + 1 + 2 * PLACES * PER_PLACE        # manifest, queries, world, train.json, images twice
+    assert len(a) == 4 + 1 + 2 * PLACES * PER_PLACE  # manifest, 2 query files, world, train.json, images twice
     assert a.keys() == b.keys()
     assert [name for name in a if a[name] != b[name]] == []
 
@@ -137,6 +138,56 @@ def test_queries_are_per_place_and_never_copy_a_caption(worlds):
     facts = {q["query_id"]: q for q in _world(worlds["a"])["queries"]}
     assert all(2 <= len(facts[q.query_id]["facts"]) <= 4 and facts[q.query_id]["matching_places"] >= 1
                for q in queries)
+
+
+def test_relation_queries_name_two_sides_that_fit_exactly_one_place(tmp_path):
+    folder = generate_world(tmp_path / "w", 21, 40, views_drone=1, size=32, progress=False)
+    world = _world(folder)
+    facts_of = {p["place_id"]: {(n["kind"], n["direction"]) for n in p["neighbours"]} for p in world["places"]}
+    queries = read_queries(folder / "relation_queries.jsonl")
+    recorded = {q["query_id"]: q for q in world["queries"]}
+    assert len(queries) >= 10 and all(q.query_id.startswith("r") for q in queries)
+    for query in queries:
+        pair = {(kind, side) for _, kind, side in recorded[query.query_id]["facts"]}
+        assert len(pair) == 2 and all(side in ("north", "east", "south", "west") for _, side in pair)
+        assert [place for place, facts in facts_of.items() if pair <= facts] == [query.place_id]
+    again = generate_world(tmp_path / "again", 21, 40, views_drone=1, size=32, progress=False)
+    assert (again / "relation_queries.jsonl").read_bytes() == (folder / "relation_queries.jsonl").read_bytes()
+
+
+def test_descriptions_read_back_exactly_and_use_the_right_article(worlds):
+    """parse_description is the inverse of describe: it is what caption accuracy is measured with."""
+    from cgrs_ros.world.captions import parse_description
+
+    places = {p["place_id"]: p for p in _world(worlds["a"])["places"]}
+    for record in read_manifest(worlds["a"]):
+        building = places[record.place_id]["building"]
+        sides = {n["kind"]: n["direction"] for n in places[record.place_id]["neighbours"]}
+        for text in record.extras["descriptions"]:
+            parsed = parse_description(text)
+            assert not re.search(r"\ba [aeiou]", text), text
+            if "surroundings of" not in text:
+                assert (parsed["colour"], parsed["shape"], parsed["size"]) == (
+                    building["colour"], building["shape"], building["size"]), text
+            assert parsed["neighbours"] == {kind: sides[kind] for kind in parsed["neighbours"]}, text
+            assert len(parsed["neighbours"]) == len(record.extras["sentences"]) - ("in the centre" in
+                                                                                   record.extras["sentences"][0])
+    texts = [q.text for q in read_queries(worlds["a"] / "queries.jsonl")]
+    assert not [t for t in texts if re.search(r"\ba [aeiou]", t)]
+
+
+def test_caption_accuracy_counts_each_attribute():
+    from cgrs_ros.training.evaluate import caption_accuracy
+
+    truth = ("The image shows a large L-shaped building with an orange roof in the centre. "
+             "There is a lake to the north of the building and a road to the east of the building.")
+    said = ("The image shows a large round building with an orange roof in the centre. "
+            "There is a lake to the south of the building.")
+    scores = caption_accuracy([said, truth], [truth, truth])
+    assert scores["colour"] == {"accuracy": 100.0, "count": 2}
+    assert scores["shape"]["accuracy"] == 50.0
+    assert scores["neighbour kind"] == {"accuracy": 75.0, "count": 4}     # the road was missed once
+    assert scores["neighbour side"] == {"accuracy": 66.7, "count": 3}     # the lake put south once
 
 
 def test_geotext_export_layout(worlds):

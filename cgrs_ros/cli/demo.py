@@ -31,7 +31,7 @@ def _main(args) -> int:
             result = engine.query(goal, QueryOptions(max_results=args.max_results))
             print(format_table(result))
             print(f"({1000 * sum(result.timings.values()):.0f} ms)\n")
-            sheet = write_contact_sheet(result.matches, out / f"goal_{number:02d}.png", title=goal)
+            sheet = write_contact_sheet([p.best for p in result.places], out / f"goal_{number:02d}.png", title=goal)
             print(f"contact sheet: {sheet}\n")
     finally:
         engine.close()

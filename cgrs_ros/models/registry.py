@@ -28,15 +28,18 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._factories)
 
+    def factory(self, name: str) -> Callable[..., T]:
+        try:
+            return self._factories[name]
+        except KeyError:
+            raise CGRSInputError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+
     def build(self, spec: dict, **context) -> T:
         """Build from a config mapping ``{name: ..., <options>}``; unknown names/options are named."""
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise CGRSInputError(f"{self.kind} config needs a 'name' (one of {', '.join(self.names())})")
         options = {k: v for k, v in spec.items() if k != "name"}
-        try:
-            factory = self._factories[spec["name"]]
-        except KeyError:
-            raise CGRSInputError(f"unknown {self.kind} {spec['name']!r}; known: {', '.join(self.names())}") from None
+        factory = self.factory(spec["name"])
         try:
             return factory(**options, **context)
         except TypeError as exc:

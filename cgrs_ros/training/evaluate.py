@@ -1,13 +1,15 @@
-"""Quick place-level recall for training-time validation and fusion tuning (not the official cgrs-eval).
+"""Training-time checks: quick place-level recall of a CLIP, and caption accuracy per attribute.
 
 A query is a hit at K when any of the first K ranked images shows the query's place.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ..evaluation import recall_at_k
-from ..fusion import rerank, top_k
+from ..fusion import top_k
 
 
 def place_recall(rankings: list[np.ndarray], image_place: np.ndarray, query_place: np.ndarray,
@@ -22,25 +24,32 @@ def coarse_rankings(image_emb: np.ndarray, query_emb: np.ndarray, depth: int) ->
     return [top_k(row, depth) for row in sims]
 
 
-def cgrs_sweep(image_emb: np.ndarray, query_emb: np.ndarray, caption_emb: np.ndarray, query_text_emb: np.ndarray,
-               image_place: np.ndarray, query_place: np.ndarray, top_ks=(10, 20, 30), weights=None,
-               normalizations=("zscore", "minmax")) -> list[dict]:
-    """Recall of coarse-then-rerank for every (top_k, weight, normalization) combination."""
-    weights = weights if weights is not None else [round(w, 2) for w in np.linspace(0.0, 1.0, 11)]
-    sims = query_emb @ image_emb.T
-    results = []
-    depth = max(top_ks)
-    full = [top_k(row, depth) for row in sims]
-    for k in top_ks:
-        for norm in normalizations:
-            for w in weights:
-                ranked = []
-                for q, candidates in enumerate(full):
-                    cand = candidates[:k]
-                    caption = caption_emb[cand] @ query_text_emb[q]
-                    order, _ = rerank(sims[q, cand], caption, w, norm)
-                    ranked.append(cand[order])
-                row = {"top_k": k, "normalization": norm, "fusion_weight": w}
-                row.update(place_recall(ranked, image_place, query_place))
-                results.append(row)
-    return results
+CAPTION_ATTRIBUTES = ("colour", "shape", "size", "neighbour kind", "neighbour side")
+
+
+def caption_accuracy(captions: Sequence[str], truths: Sequence[str]) -> dict[str, dict]:
+    """Per-attribute accuracy of captions against the world's true descriptions of the same views.
+
+    Both are read by :func:`~cgrs_ros.world.captions.parse_description`.  colour/shape/size count
+    views whose true description shows the building; "neighbour kind" counts every neighbour the
+    truth names (is it named?); "neighbour side" counts the truth's neighbours with a side that the
+    caption names (is its side right?), so a caption is not credited for a side of a lake it missed.
+    """
+    from ..world.captions import parse_description
+
+    hits = {name: [0, 0] for name in CAPTION_ATTRIBUTES}
+    for caption, truth in zip(captions, truths, strict=True):
+        said, real = parse_description(caption), parse_description(truth)
+        if real["colour"] is not None:
+            for name in ("colour", "shape", "size"):
+                hits[name][0] += said[name] == real[name]
+                hits[name][1] += 1
+        for kind, side in real["neighbours"].items():
+            named = kind in said["neighbours"]
+            hits["neighbour kind"][0] += named
+            hits["neighbour kind"][1] += 1
+            if named and side is not None:
+                hits["neighbour side"][0] += said["neighbours"][kind] == side
+                hits["neighbour side"][1] += 1
+    return {name: {"accuracy": round(100.0 * right / total, 1) if total else None, "count": total}
+            for name, (right, total) in hits.items()}

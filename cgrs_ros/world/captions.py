@@ -13,9 +13,12 @@ south.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from .layout import Place
+from .layout import SHAPES, Place
+from .query_text import article
 from .views import BUILDING, View
 
 NOUN = {"round pool": "a round pool", "rectangular pool": "a rectangular pool",
@@ -49,7 +52,7 @@ def describe(place: Place, view: View, rng: np.random.Generator) -> tuple[list[s
     first += f" There is {_join(rest)}." if rest else " No other landmark is in view."
 
     order = [neighbours[i] for i in rng.permutation(len(neighbours))]
-    second = f"{vantage} of a {place.colour}-roofed {place.shape} building of {place.size} size."
+    second = f"{vantage} of {article(place.colour)}-roofed {place.shape} building of {place.size} size."
     second += "".join(f" {_cap(NOUN[f.kind])} lies to its {f.direction}." for f in order)
 
     order = [neighbours[i] for i in rng.permutation(len(neighbours))]
@@ -59,7 +62,7 @@ def describe(place: Place, view: View, rng: np.random.Generator) -> tuple[list[s
 
 
 def building_phrase(place: Place) -> str:
-    return f"a {place.size} {place.shape} building with a {place.colour} roof"
+    return f"a {place.size} {place.shape} building with {article(place.colour)} roof"
 
 
 def _vantage(view: View) -> str:
@@ -81,3 +84,42 @@ def _join(parts: list[str]) -> str:
 
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+_SIDE_WORDS = {"north": "north", "south": "south", "east": "east", "west": "west",
+               "above": "north", "below": "south", "on the right of": "east", "on the left of": "west"}
+_KIND_BY_NOUN = {noun.split(" ", 1)[1] if noun.startswith(("a ", "an ")) else noun: kind
+                 for kind, noun in NOUN.items()}
+_BUILDING = re.compile(r"\b(small|large) ([\w-]+) building with an? (\w+) roof"
+                       r"|an? (\w+)-roofed ([\w-]+) building of (small|large) size"
+                       r"|\b([\w-]+) (\w+) building \((small|large)\)", re.IGNORECASE)
+_SHAPE_BY_LOWER = {shape.lower(): shape for shape in SHAPES}
+_SIDE = (r"(?:to the (north|south|east|west) of the building|(above|below|on the right of|on the left of) "
+         r"the building|lies to its (north|south|east|west)|on its (north|south|east|west) side)")
+
+
+def parse_description(text: str) -> dict:
+    """What a description in the world's canonical vocabulary states: the inverse of :func:`describe`.
+
+    Returns ``{"colour", "shape", "size"}`` (None when the building is not described) and
+    ``"neighbours"``: {kind: side or None}.  Used to score captioners attribute by attribute
+    (a caption that names the right lake on the wrong side is a wrong caption) against the
+    world's own descriptions parsed the same way.
+    """
+    found = {"colour": None, "shape": None, "size": None, "neighbours": {}}
+    match = _BUILDING.search(text)
+    if match:
+        g = match.groups()
+        size, shape, colour = (g[0], g[1], g[2]) if g[0] else (g[5], g[4], g[3]) if g[3] else (g[8], g[6], g[7])
+        found.update(colour=colour.lower(), shape=_SHAPE_BY_LOWER.get(shape.lower(), shape), size=size.lower())
+    lowered = text.lower()
+    for noun, kind in sorted(_KIND_BY_NOUN.items(), key=lambda item: -len(item[0])):
+        at = lowered.find(noun)
+        if at < 0 or kind in found["neighbours"]:
+            continue
+        side = re.match(r"\s*" + _SIDE, lowered[at + len(noun):])
+        words = next((w for w in side.groups() if w), None) if side else None
+        found["neighbours"][kind] = _SIDE_WORDS.get(words) if words else None
+        # blank it out: "field" must not be found again inside "sports field"
+        lowered = lowered[:at] + " " * len(noun) + lowered[at + len(noun):]
+    return found

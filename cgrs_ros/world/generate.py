@@ -30,12 +30,13 @@ from .geodesy import DEFAULT_DATUM, Datum, enu_to_geodetic
 from .geotext_export import export_geotext
 from .ground import ground_camera, ground_view
 from .layout import Place, build_places
-from .query_text import make_queries
+from .query_text import make_queries, make_relation_queries
 from .scene import paint_scene
 from .views import View, drone_cameras, drone_view, satellite_view
 
 GENERATOR_VERSION = "1.0.0"
-_SCENE, _POSES, _VIEW, _CAPTION, _QUERIES = 2, 3, 4, 5, 6     # random stream purposes
+_SCENE, _POSES, _VIEW, _CAPTION, _QUERIES, _RELATIONS = 2, 3, 4, 5, 6, 7     # random stream purposes
+RELATION_QUERIES = "relation_queries.jsonl"   # two neighbour-side facts that fit exactly one place
 _GROUND_VIEW = 1000                                          # view code of the ground image
 
 
@@ -91,9 +92,11 @@ def generate_world(out_dir, seed: int, n_places: int, views_drone: int = 8, grou
                     records.append(record)
                     bar.update()
         queries = make_queries(places, spec.queries_per_place, _rng(spec.seed, _QUERIES))
+        relation_queries = make_relation_queries(places, _rng(spec.seed, _RELATIONS))
         write_manifest(records, tmp / "manifest.jsonl")
         write_queries([q for q, _, _ in queries], tmp / "queries.jsonl")
-        write_text_atomic(tmp / "world.json", _world_json(spec, geotext, places, queries))
+        write_queries([q for q, _, _ in relation_queries], tmp / RELATION_QUERIES)
+        write_text_atomic(tmp / "world.json", _world_json(spec, geotext, places, queries + relation_queries))
         if geotext:
             export_geotext(records, tmp)
         _replace(tmp, out)

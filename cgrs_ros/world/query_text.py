@@ -88,7 +88,7 @@ def render(facts: tuple, rng: np.random.Generator) -> str:
     neighbours = [(f[1], f[2]) for f in facts if f[0] == "near"]
     neighbours = [neighbours[i] for i in rng.permutation(len(neighbours))]
     building = _building(attrs, rng)
-    clauses = [f"a {_pick(FEATURE[kind], rng)} {_pick(SIDE[side], rng) if side else _pick(NEAR, rng)}"
+    clauses = [f"{article(_pick(FEATURE[kind], rng))} {_pick(SIDE[side], rng) if side else _pick(NEAR, rng)}"
                for kind, side in neighbours]
     templates = ["find", "which", "keywords"] if clauses else ["find_only", "keywords"]
     if any(side for _, side in neighbours):
@@ -106,11 +106,39 @@ def render(facts: tuple, rng: np.random.Generator) -> str:
     # reversed: locate the building from its neighbour ("the house just south of the pond")
     anchor = next(i for i, (_, side) in enumerate(neighbours) if side)
     kind, side = neighbours[anchor]
-    text = f"the {building} {_pick(('just ', 'directly ', ''), rng)}{OPPOSITE[side]} of a {_pick(FEATURE[kind], rng)}"
+    text = f"the {building} {_pick(('just ', 'directly ', ''), rng)}{OPPOSITE[side]} of {article(_pick(FEATURE[kind], rng))}"
     others = clauses[:anchor] + clauses[anchor + 1:]
     if others:
-        text += f", with {_join(others)}"
+        # a separate sentence: ", with a grove east of it" after "south of a pond" reads as the
+        # grove lying east of the pond, i.e. the relation inverted
+        text += f"; that building also has {_join(others)}"
     return f"I am looking for {text}."
+
+
+def make_relation_queries(places: list[Place], rng: np.random.Generator) -> list[tuple[Query, list, int]]:
+    """At most one query per place that names only two neighbours with their sides ("a lake on its
+    east side and trees to the south"), chosen among the place's pairs that fit no other place.
+
+    These are what an operator actually says, and what a CLIP, which blurs where things are,
+    cannot answer: the kinds alone fit many places, only the sides single one out.
+    """
+    all_facts = [place_facts(p) for p in places]
+    out = []
+    for place in places:
+        sided = [("near", f.kind, f.direction) for f in place.features]
+        pairs = [(a, b) for i, a in enumerate(sided) for b in sided[i + 1:]
+                 if _matches((a, b), all_facts) == 1]
+        if not pairs:
+            continue
+        facts = pairs[int(rng.integers(len(pairs)))]
+        query = Query(f"r{len(out):06d}", render(facts, rng), place.place_id)
+        out.append((query, [list(f) for f in facts], 1))
+    return out
+
+
+def article(noun_phrase: str) -> str:
+    """"a pond", "an oblong swimming pool"."""
+    return ("an " if noun_phrase[:1].lower() in "aeiou" else "a ") + noun_phrase
 
 
 def _building(attrs: dict, rng: np.random.Generator) -> str:

@@ -1,0 +1,164 @@
+"""Calibrated confidence: the probability that a result's best place is the place the goal asks for.
+
+A fused score is relative: it says how the best candidate compares with the other candidates of
+the same query, so the best of any list, even the list returned for "banana", looks confident.
+A navigation stack needs an absolute measure.  This module maps *absolute* signals of a ranking
+to a probability with a logistic model fitted on the validation world (never the test world):
+
+- ``caption``:  the best place's pooled caption score (a cross-encoder's P(caption fits query));
+- ``caption_gap``: how far it is ahead of the runner-up place on that score;
+- ``clip``:     the best place's raw CLIP cosine with the query;
+- ``margin``:   the fused-score margin to the runner-up place.
+
+Out-of-world goals (gibberish, unrelated requests, emoji, other languages: :func:`out_of_world_goals`)
+are part of the fit as negatives, so "nothing here fits" has somewhere to go.  A calibration file
+records the engine fingerprint and retrieval settings it was fitted for; an engine with other
+models or settings gets no calibration (confidence NaN), never a wrong one.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CGRSInputError
+
+FEATURES = ("caption", "caption_gap", "clip", "margin")
+# Retrieval settings the score distributions depend on (a calibration is only valid for them).
+CALIBRATED_SETTINGS = ("top_k", "fusion_weight", "normalization", "grouping", "place_views")
+
+
+def ranking_features(ranking) -> np.ndarray | None:
+    """The FEATURES of a :class:`~cgrs_ros.engine.Ranking` (None without caption scores)."""
+    places = ranking.places
+    if not places or ranking.caption is None or not math.isfinite(places[0].caption):
+        return None
+    runner = places[1] if len(places) > 1 else None
+    return np.array([places[0].caption,
+                     places[0].caption - (runner.caption if runner else 0.0),
+                     places[0].coarse,
+                     places[0].score - (runner.score if runner else 0.0)], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    weights: tuple[float, ...]
+    bias: float
+    mean: tuple[float, ...]        # feature standardisation (fitted on validation)
+    scale: tuple[float, ...]
+    fitted_for: dict               # engine fingerprint + retrieval settings
+    fitted_on: dict                # what data (for the record)
+
+    def probability(self, features: np.ndarray | None) -> float:
+        if features is None:
+            return math.nan
+        z = (np.asarray(features, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return float(1.0 / (1.0 + math.exp(-float(np.dot(self.weights, z) + self.bias))))
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(dict(asdict(self), features=list(FEATURES)), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibration":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if data.pop("features") != list(FEATURES):
+                raise ValueError("it was fitted on other features")
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CGRSInputError(f"calibration file {path} cannot be used: {exc}") from exc
+
+
+def fitted_for(config) -> dict:
+    from .fingerprint import engine_fingerprint
+
+    return {"engine": engine_fingerprint(config), "text_similarity": dict(config.text_similarity),
+            "retrieval": {k: getattr(config.retrieval, k) for k in CALIBRATED_SETTINGS}}
+
+
+def load_calibration(config) -> tuple[Calibration | None, str]:
+    """The config's calibration if it was fitted for these models and settings, and why not otherwise."""
+    if not config.calibration:
+        return None, "no calibration configured"
+    calibration = Calibration.load(Path(config.calibration))
+    wanted = json.loads(json.dumps(fitted_for(config)))
+    if calibration.fitted_for != wanted:
+        return None, f"calibration {config.calibration} was fitted for other models or retrieval settings"
+    return calibration, ""
+
+
+def fit(features: np.ndarray, labels: np.ndarray, fitted_for_: dict, fitted_on: dict,
+        l2: float = 1e-2, iterations: int = 50) -> Calibration:
+    """Logistic regression (Newton's method, small L2) on standardised features."""
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, np.float64)
+    mean, scale = x.mean(0), x.std(0) + 1e-9
+    z = np.column_stack([(x - mean) / scale, np.ones(len(x))])
+    w = np.zeros(z.shape[1])
+    penalty = np.diag([l2] * (z.shape[1] - 1) + [0.0])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-z @ w))
+        gradient = z.T @ (p - y) + penalty @ w
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + penalty
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(len(w)), gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return Calibration(tuple(float(v) for v in w[:-1]), float(w[-1]), tuple(float(v) for v in mean),
+                       tuple(float(v) for v in scale), fitted_for_, fitted_on)
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict:
+    """Reliability diagram rows and the expected calibration error (ECE, percent)."""
+    p, y = np.asarray(probabilities, np.float64), np.asarray(labels, np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows, ece = [], 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (p >= low) & ((p < high) if high < 1.0 else (p <= high))
+        if inside.any():
+            rows.append({"bin": f"{low:.1f}-{high:.1f}", "count": int(inside.sum()),
+                         "mean_confidence": round(float(p[inside].mean()), 3),
+                         "accuracy": round(float(y[inside].mean()), 3)})
+            ece += inside.mean() * abs(p[inside].mean() - y[inside].mean())
+    return {"ece_percent": round(100.0 * ece, 2), "bins": rows}
+
+
+_UNRELATED = (
+    "banana", "what is the weather tomorrow", "play some music", "call my mother", "how are you today",
+    "set an alarm for seven", "the quick brown fox jumps over the lazy dog", "order a pizza with extra cheese",
+    "who won the football match yesterday", "translate hello into french", "turn off the lights",
+    "tell me a joke", "what time is it", "remind me to buy milk", "the stock market fell sharply",
+    "I love reading books about history", "open the garage door", "how many calories are in an apple",
+    "send an email to the team", "what is the capital of australia", "battery level", "land now",
+    "return to home", "take a photo", "increase speed", "hello", "test test one two", "ok", "yes", "no",
+)
+_OTHER_LANGUAGES = (
+    "das rote Haus nördlich des Sees", "la maison au toit rouge près de la piscine", "el edificio azul junto al río",
+    "赤い屋根の建物", "красное здание у озера", "il parcheggio accanto al campo", "het gebouw bij het meer",
+    "مبنى أحمر بجانب البحيرة", "빨간 지붕 건물", "zgrada sa crvenim krovom",
+)
+_EMOJI = ("🏠🏠🏠", "🚁➡️🏫", "🌳🌳🌊", "😀", "🍌", "🔴🏢")
+
+
+ISSUE_EXAMPLES = ("🏠🏠🏠", "xqzv plorb wibble", "banana")   # goals once forwarded to Nav2
+
+
+def out_of_world_goals(split: str, count: int = 60) -> list[str]:
+    """Goals that name no place of any gallery: unrelated requests, other languages, emoji, gibberish.
+
+    ``split`` "fit" (used with the validation world) and "report" (with the test world) share no
+    goal; the report set always holds the goals that were once forwarded to Nav2.
+    """
+    if split not in ("fit", "report"):
+        raise ValueError(f"split {split!r}: use fit or report")
+    fixed = [g for g in _UNRELATED + _OTHER_LANGUAGES + _EMOJI if g not in ISSUE_EXAMPLES]
+    picked = fixed[0::2] if split == "fit" else list(ISSUE_EXAMPLES) + fixed[1::2]
+    rng = np.random.default_rng([0 if split == "fit" else 1, 99])
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    while len(picked) < count:
+        picked.append(" ".join("".join(rng.choice(letters, int(rng.integers(3, 9))))
+                               for _ in range(int(rng.integers(1, 5)))))
+    return picked[:max(count, len(picked))]
