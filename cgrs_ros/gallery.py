@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import CGRSInputError
+from .geo import ALTITUDE_RANGE_M, LATITUDE_RANGE, LONGITUDE_RANGE
 from .jsonl import read_jsonl
 
 PLATFORMS = ("drone", "satellite", "ground")
 GEO_FIELDS = ("lat", "lon", "alt", "heading")
 _CORE_FIELDS = ("image_id", "path", "place_id", "platform") + GEO_FIELDS
-_GEO_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0), "alt": (-1000.0, 100000.0),
+_GEO_RANGES = {"lat": LATITUDE_RANGE, "lon": LONGITUDE_RANGE, "alt": ALTITUDE_RANGE_M,
                "heading": (-360.0, 360.0)}
 
 
