@@ -16,7 +16,10 @@ Manifest format (``manifest.jsonl``, JSON Lines, UTF-8, one object per image)::
                  from north (the camera's yaw).  Each key must be present; its value must be a number,
                  or ``null`` for "not geo-tagged" (GeoText-1652 has no GPS).  A record with null
                  coordinates can be retrieved but never becomes a navigation target.
-- any other key is kept in ``extras`` and written back unchanged.
+- any other key is kept in ``extras`` and written back unchanged.  Optional keys read by the navigation
+  targets (:mod:`cgrs_ros.targets`): ``place_lat``/``place_lon`` (the place's own WGS-84 position),
+  ``ground_alt`` (its ground's height above the ellipsoid, m) and ``tilt`` (camera degrees from nadir:
+  0 straight down, 90 horizontal).  The procedural world writes all four on every view.
 """
 from __future__ import annotations
 
