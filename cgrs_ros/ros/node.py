@@ -123,13 +123,13 @@ class CGRSNode(LifecycleNode):
         try:
             values = parameters.read_all(self._param)
             serving = load_serving(values, partial(run_goal, outputs=self._outputs, logger=log), log)
-            self._outputs.create_map_outputs()
         except CGRSInputError as exc:
             log.error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # a model library error: still a clean failure
             log.error(f"configure failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             return TransitionCallbackReturn.FAILURE
+        self._outputs.create_map_outputs()
         with self._lock:
             self._serving = serving
         log.info(f"configured in {time.perf_counter() - started:.1f} s: {len(serving.engine.index.records)} "
