@@ -16,7 +16,10 @@ Manifest format (``manifest.jsonl``, JSON Lines, UTF-8, one object per image)::
                  from north (the camera's yaw).  Each key must be present; its value must be a number,
                  or ``null`` for "not geo-tagged" (GeoText-1652 has no GPS).  A record with null
                  coordinates can be retrieved but never becomes a navigation target.
-- any other key is kept in ``extras`` and written back unchanged.
+- any other key is kept in ``extras`` and written back unchanged.  Optional keys read by the navigation
+  targets (:mod:`cgrs_ros.targets`): ``place_lat``/``place_lon`` (the place's own WGS-84 position),
+  ``ground_alt`` (its ground's height above the ellipsoid, m) and ``tilt`` (camera degrees from nadir:
+  0 straight down, 90 horizontal).  The procedural world writes all four on every view.
 """
 from __future__ import annotations
 
@@ -29,12 +32,13 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import CGRSInputError
+from .geo import ALTITUDE_RANGE_M, LATITUDE_RANGE, LONGITUDE_RANGE
 from .jsonl import read_jsonl
 
 PLATFORMS = ("drone", "satellite", "ground")
 GEO_FIELDS = ("lat", "lon", "alt", "heading")
 _CORE_FIELDS = ("image_id", "path", "place_id", "platform") + GEO_FIELDS
-_GEO_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0), "alt": (-1000.0, 100000.0),
+_GEO_RANGES = {"lat": LATITUDE_RANGE, "lon": LONGITUDE_RANGE, "alt": ALTITUDE_RANGE_M,
                "heading": (-360.0, 360.0)}
 
 

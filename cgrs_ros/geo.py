@@ -18,7 +18,10 @@ import pymap3d
 
 from .errors import CGRSInputError
 
-# Ellipsoidal altitudes outside this range are almost certainly unit or field mistakes.
+# The one definition of valid coordinates (manifests, datums, node parameters).  Ellipsoidal
+# altitudes outside ALTITUDE_RANGE_M are almost certainly unit or field mistakes.
+LATITUDE_RANGE = (-90.0, 90.0)
+LONGITUDE_RANGE = (-180.0, 180.0)
 ALTITUDE_RANGE_M = (-1000.0, 100000.0)
 _WGS84 = pymap3d.Ellipsoid.from_name("wgs84")
 
@@ -40,6 +43,11 @@ class Datum:
         for name in ("latitude", "longitude", "altitude"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
+    def to_json(self) -> dict:
+        """The datum as the procedural world's ``world.json`` records it."""
+        return {"name": "WGS-84", "lat": self.latitude, "lon": self.longitude, "height_m": self.altitude}
+
+
 
 def validate_datum(latitude: object, longitude: object, altitude: object = 0.0) -> Datum:
     """A validated :class:`Datum`; raises :class:`CGRSInputError` naming the bad value."""
@@ -47,8 +55,8 @@ def validate_datum(latitude: object, longitude: object, altitude: object = 0.0) 
 
 
 def _check_datum_values(latitude: object, longitude: object, altitude: object) -> None:
-    checks = (("datum_latitude", latitude, (-90.0, 90.0)),
-              ("datum_longitude", longitude, (-180.0, 180.0)),
+    checks = (("datum_latitude", latitude, LATITUDE_RANGE),
+              ("datum_longitude", longitude, LONGITUDE_RANGE),
               ("datum_altitude", altitude, ALTITUDE_RANGE_M))
     for name, value, (low, high) in checks:
         if not _is_number(value) or not math.isfinite(value):
@@ -57,11 +65,17 @@ def _check_datum_values(latitude: object, longitude: object, altitude: object) -
             raise CGRSInputError(f"{name} = {value!r} is outside [{low:g}, {high:g}]")
 
 
+# Origin of the packaged procedural world (Zurich; ~408 m above sea level + ~47 m geoid undulation)
+# and the node's default map origin, so the demo's poses are metres from the world's centre.
+DEMO_DATUM = Datum(47.3769, 8.5417, 455.0)
+
+
 def has_coordinates(latitude: object, longitude: object) -> bool:
     """True when both are finite numbers inside the WGS-84 ranges (None/NaN = not geo-tagged)."""
     return (_is_number(latitude) and _is_number(longitude)
             and math.isfinite(latitude) and math.isfinite(longitude)
-            and -90.0 <= latitude <= 90.0 and -180.0 <= longitude <= 180.0)
+            and LATITUDE_RANGE[0] <= latitude <= LATITUDE_RANGE[1]
+            and LONGITUDE_RANGE[0] <= longitude <= LONGITUDE_RANGE[1])
 
 
 def geodetic_to_enu(latitude: float, longitude: float, altitude: float | None,

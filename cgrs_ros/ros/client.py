@@ -173,10 +173,14 @@ class CGRSClient:
         if not self.action.wait_for_server(timeout_sec=max(0.1, end - time.monotonic())):
             raise TimeoutError(f"{self.target}/locate not available within {timeout:.0f} s")
 
-    def change_state(self, transition: str, timeout: float = 120.0) -> bool:
+    def change_state_async(self, transition: str):
+        """Request a transition; returns the service future (its result's ``success``)."""
         request = ChangeState.Request()
         request.transition.id = TRANSITIONS[transition]
-        return bool(self._wait_future(self._change.call_async(request), timeout).success)
+        return self._change.call_async(request)
+
+    def change_state(self, transition: str, timeout: float = 120.0) -> bool:
+        return bool(self._wait_future(self.change_state_async(transition), timeout).success)
 
     def get_state(self, timeout: float = 10.0) -> str:
         return self._wait_future(self._get.call_async(GetState.Request()), timeout).current_state.label

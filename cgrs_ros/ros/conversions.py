@@ -1,14 +1,16 @@
 """Engine results -> ROS messages (RankedMatches, PoseStamped, PoseArray, MarkerArray, Image).
 
 Pure functions of their arguments (no node needed), so they are easy to test and reuse.
-Conventions: every header carries the time the goal arrived and the map frame; poses are ENU
-about the datum (:mod:`cgrs_ros.geo`); matches without coordinates are listed with NaN
-latitude/longitude/altitude and ``has_geo`` false but get no pose, marker or PoseArray entry.
+Conventions: every header carries the time the goal arrived and the map frame (the contact sheet:
+its own frame); poses are ENU about the datum (:mod:`cgrs_ros.geo`).  A RankedMatch is a *place*:
+``pose`` is its ground target (:mod:`cgrs_ros.targets`), ``camera_pose`` where its best view was
+taken.  A place without any geo-tagged view is listed with NaN coordinates and ``has_target`` false
+but gets no pose, marker or PoseArray entry.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion
@@ -17,10 +19,12 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from cgrs_ros.geo import Datum, geodetic_to_enu, has_coordinates, heading_to_quaternion
 from cgrs_ros.msg import RankedMatch, RankedMatches
+from cgrs_ros.targets import GroundTarget
 
 NAN = float("nan")
 MARKER_NS_SPHERE = "cgrs_matches"
 MARKER_NS_LABEL = "cgrs_labels"
+CONTACT_SHEET_FRAME = "cgrs_contact_sheet"   # frame_id of ~/match_image (an image, not a map view)
 
 
 def make_header(stamp: Time, frame_id: str) -> Header:
@@ -36,72 +40,87 @@ def _float(value, default: float = NAN) -> float:
         return default
 
 
-def match_has_geo(match) -> bool:
-    """True when a match can become a navigation target (finite, in-range lat/lon)."""
-    return has_coordinates(getattr(match, "lat", None), getattr(match, "lon", None))
+def truncate_query(text: str, limit: int) -> str:
+    """``text`` for echoing in a message: at most ``limit`` characters, with a note when cut, so that a
+    refused 200 kB goal is not published back whole."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [truncated: {len(text)} characters]"
 
 
-def match_pose(match, datum: Datum, header: Header) -> PoseStamped | None:
-    """PoseStamped of a match in the map frame, or None when it has no coordinates."""
-    if not match_has_geo(match):
-        return None
-    east, north, up = geodetic_to_enu(match.lat, match.lon, match.alt, datum)
-    qx, qy, qz, qw = heading_to_quaternion(_heading(match))
+def _pose(header: Header, east: float, north: float, up: float, heading: float | None) -> PoseStamped:
+    qx, qy, qz, qw = heading_to_quaternion(heading)
     return PoseStamped(header=header, pose=Pose(position=Point(x=east, y=north, z=up),
                                                 orientation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
 
 
-def _heading(match) -> float | None:
-    heading = getattr(match, "heading", None)
-    if heading is None:
+def camera_pose(match, datum: Datum, header: Header) -> PoseStamped | None:
+    """Where a view's camera was, in the map frame, or None when the view has no coordinates."""
+    if not has_coordinates(match.lat, match.lon):
         return None
-    heading = _float(heading)
+    return _pose(header, *geodetic_to_enu(match.lat, match.lon, match.alt, datum), _heading(match))
+
+
+def target_pose(target: GroundTarget, datum: Datum, header: Header, approach_height: float,
+                heading: float | None) -> PoseStamped:
+    """A place's ground target in the map frame: z = its ground (the datum's height when unknown)
+    + ``approach_height``; yaw from ``heading`` (compass degrees), identity when None."""
+    east, north, up = geodetic_to_enu(target.latitude, target.longitude, target.ground_altitude, datum)
+    return _pose(header, east, north, up + approach_height, heading)
+
+
+def _heading(match) -> float | None:
+    heading = _float(match.heading)
     return heading if math.isfinite(heading) else None
 
 
-def match_to_msg(match, datum: Datum, header: Header) -> RankedMatch:
-    """One engine ``Match`` -> ``cgrs_ros/RankedMatch``."""
-    msg = RankedMatch()
-    msg.rank = int(match.rank)
-    msg.image_id = str(match.image_id)
-    msg.place_id = str(match.place_id or "")
-    msg.platform = str(match.platform or "")
-    msg.score = _float(match.score)
-    msg.coarse_score = _float(match.coarse_score)
-    msg.caption_score = _float(getattr(match, "caption_score", None))
-    msg.caption = str(getattr(match, "caption", "") or "")
-    pose = match_pose(match, datum, header)
-    msg.has_geo = pose is not None
-    if pose is not None:
-        msg.latitude, msg.longitude = float(match.lat), float(match.lon)
-        msg.altitude = _float(match.alt)
-        msg.pose = pose
+def place_to_msg(place, target: GroundTarget | None, datum: Datum, header: Header,
+                 approach_height: float) -> RankedMatch:
+    """One engine ``PlaceMatch`` (and its ground target) -> ``cgrs_ros/RankedMatch``."""
+    best = place.best
+    heading = _heading(best)
+    msg = RankedMatch(rank=int(place.rank), place_id=str(place.place_id or ""), image_id=str(best.image_id),
+                      platform=str(best.platform or ""), n_views=int(place.n_views), score=_float(place.score),
+                      coarse_score=_float(best.coarse_score), caption_score=_float(best.caption_score),
+                      caption=str(best.caption or ""), heading=NAN if heading is None else heading)
+    msg.has_target = target is not None
+    if target is not None:
+        msg.target_latitude, msg.target_longitude = target.latitude, target.longitude
+        msg.target_ground_altitude = _float(target.ground_altitude)
+        msg.pose = target_pose(target, datum, header, approach_height, heading)
+    else:
+        msg.target_latitude = msg.target_longitude = msg.target_ground_altitude = NAN
+    camera = camera_pose(best, datum, header)
+    msg.has_geo = camera is not None
+    if camera is not None:
+        msg.latitude, msg.longitude, msg.altitude = float(best.lat), float(best.lon), _float(best.alt)
+        msg.camera_pose = camera
     else:
         msg.latitude = msg.longitude = msg.altitude = NAN
-    heading = _heading(match)
-    msg.heading = NAN if heading is None else heading
     return msg
 
 
-def result_to_msg(result, goal_id: str, header: Header, datum: Datum, status: str | None = None) -> RankedMatches:
-    """An engine ``QueryResult`` -> ``cgrs_ros/RankedMatches`` (``status`` overrides the engine's)."""
-    msg = RankedMatches(header=header, goal_id=goal_id, query=str(result.query))
-    msg.matches = [match_to_msg(m, datum, header) for m in result.matches]
-    msg.reranked = bool(result.reranked)
-    msg.degraded = bool(result.degraded)
-    msg.status = status if status is not None else str(result.status)
+def result_to_msg(result, goal_id: str, header: Header, datum: Datum, targets: Mapping[str, GroundTarget],
+                  approach_height: float = 0.0) -> RankedMatches:
+    """An engine ``QueryResult`` -> ``cgrs_ros/RankedMatches``: one entry per place, the image ranking
+    in ``image_ids``; ``confident`` and ``status`` are the node's to decide."""
+    msg = RankedMatches(header=header, goal_id=goal_id, query=str(result.query), status=str(result.status))
+    msg.matches = [place_to_msg(p, targets.get(p.place_id), datum, header, approach_height) for p in result.places]
+    msg.image_ids = [str(m.image_id) for m in result.matches]
+    msg.confidence = _float(result.confidence)
+    msg.reranked, msg.degraded = bool(result.reranked), bool(result.degraded)
     return msg
 
 
 def status_msg(goal_id: str, query: str, header: Header, status: str) -> RankedMatches:
     """A RankedMatches without matches: a rejected, superseded or failed goal."""
-    return RankedMatches(header=header, goal_id=goal_id, query=query, matches=[], reranked=False,
-                         degraded=False, status=status)
+    return RankedMatches(header=header, goal_id=goal_id, query=query, matches=[], confidence=NAN,
+                         reranked=False, degraded=False, status=status)
 
 
 def pose_array(matches: Iterable[RankedMatch], header: Header) -> PoseArray:
     """Poses of the geo-tagged matches, best first."""
-    return PoseArray(header=header, poses=[m.pose.pose for m in matches if m.has_geo])
+    return PoseArray(header=header, poses=[m.pose.pose for m in matches if m.has_target])
 
 
 def _colour(rank: int, count: int, degraded: bool) -> ColorRGBA:
@@ -114,10 +133,10 @@ def _colour(rank: int, count: int, degraded: bool) -> ColorRGBA:
 
 def markers(matches: Sequence[RankedMatch], header: Header, degraded: bool = False,
             sphere_diameter: float = 4.0) -> MarkerArray:
-    """DELETEALL, then a sphere and a text label ('#rank image_id score') per geo-tagged match."""
+    """DELETEALL, then a sphere and a text label ('#rank place_id score') per place with a target."""
     out = MarkerArray()
     out.markers.append(Marker(header=header, action=Marker.DELETEALL))
-    geo = [m for m in matches if m.has_geo]
+    geo = [m for m in matches if m.has_target]
     for m in geo:
         colour = _colour(m.rank, len(matches), degraded)
         scale = sphere_diameter * (1.5 if m.rank == 1 else 1.0)
@@ -126,7 +145,7 @@ def markers(matches: Sequence[RankedMatch], header: Header, degraded: bool = Fal
         sphere.scale.x = sphere.scale.y = sphere.scale.z = scale
         label = Marker(header=header, ns=MARKER_NS_LABEL, id=int(m.rank), type=Marker.TEXT_VIEW_FACING,
                        action=Marker.ADD, color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0),
-                       text=f"#{m.rank} {m.image_id} {m.score:.2f}" + (" (degraded)" if degraded and m.rank == 1 else ""))
+                       text=f"#{m.rank} {m.place_id} {m.score:.2f}" + (" (degraded)" if degraded and m.rank == 1 else ""))
         label.pose.position = Point(x=m.pose.pose.position.x, y=m.pose.pose.position.y,
                                     z=m.pose.pose.position.z + scale)
         label.pose.orientation.w = 1.0
@@ -136,7 +155,9 @@ def markers(matches: Sequence[RankedMatch], header: Header, degraded: bool = Fal
 
 
 def contact_sheet_image(matches, header: Header, bridge=None, title: str = ""):
-    """sensor_msgs/Image (bgr8) of the contact sheet (:mod:`cgrs_ros.contact_sheet`) of engine matches."""
+    """sensor_msgs/Image (bgr8) of the contact sheet (:mod:`cgrs_ros.contact_sheet`) of engine matches.
+
+    ``header.frame_id`` should be :data:`CONTACT_SHEET_FRAME`: a picture has no place in the map."""
     from cgrs_ros.contact_sheet import render_contact_sheet
 
     if bridge is None:

@@ -47,13 +47,17 @@ def _print_matches(msg, limit: int = 5) -> None:
           f"{'  [DEGRADED]' if msg.degraded else ''}")
     if not msg.matches:
         return
-    print(f"    {'#':>2} {'image_id':<22} {'place':<10} {'fused':>7} {'coarse':>7} {'caption':>7}  "
-          f"{'lat':>10} {'lon':>10}  {'x_east':>8} {'y_north':>8}")
+    print(f"    confidence {msg.confidence:.3f}{'' if msg.confident else ' (not confident)'}; "
+          f"image ranking: {', '.join(msg.image_ids[:limit])}")
+    print(f"    {'#':>2} {'place':<10} {'best view':<22} {'views':>5} {'fused':>7} {'coarse':>7} {'caption':>7}  "
+          f"{'target lat':>10} {'lon':>10}  {'x_east':>8} {'y_north':>8} {'z_up':>6}")
     for m in msg.matches[:limit]:
-        geo = (f"{m.latitude:10.6f} {m.longitude:10.6f}  {m.pose.pose.position.x:8.1f} {m.pose.pose.position.y:8.1f}"
-               if m.has_geo else f"{'(no GPS)':>21}  {'':>8} {'':>8}")
+        p = m.pose.pose.position
+        geo = (f"{m.target_latitude:10.6f} {m.target_longitude:10.6f}  {p.x:8.1f} {p.y:8.1f} {p.z:6.1f}"
+               if m.has_target else f"{'(no GPS)':>21}  {'':>8} {'':>8} {'':>6}")
         cap = "    n/a" if math.isnan(m.caption_score) else f"{m.caption_score:7.3f}"
-        print(f"    {m.rank:>2} {m.image_id[:22]:<22} {m.place_id[:10]:<10} {m.score:7.3f} {m.coarse_score:7.3f} {cap}  {geo}")
+        print(f"    {m.rank:>2} {m.place_id[:10]:<10} {m.image_id[:22]:<22} {m.n_views:>5} {m.score:7.3f} "
+              f"{m.coarse_score:7.3f} {cap}  {geo}")
     best = msg.matches[0]
     if best.caption:
         print(f"    best caption: {best.caption!r}")
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(goal {msg.goal_id})")
             _print_matches(msg)
             ok &= msg.status.startswith(("ok", "degraded"))
-            if msg.matches and msg.matches[0].has_geo:
+            if msg.matches and msg.matches[0].has_target:
                 pose = client.wait_for("target_pose", lambda p: p.header.stamp == msg.header.stamp, timeout=10.0)
                 p, q = pose.pose.position, pose.pose.orientation
                 print(f"    ~/target_pose: ({p.x:.1f}, {p.y:.1f}, {p.z:.1f}) m in '{pose.header.frame_id}', "

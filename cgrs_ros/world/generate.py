@@ -26,7 +26,7 @@ from ..errors import CGRSInputError
 from ..gallery import GalleryRecord, write_manifest, write_text_atomic
 from ..queries import write_queries
 from .captions import describe
-from .geodesy import DEFAULT_DATUM, Datum, enu_to_geodetic
+from ..geo import DEMO_DATUM as DEFAULT_DATUM, Datum, enu_to_geodetic
 from .geotext_export import export_geotext
 from .ground import ground_camera, ground_view
 from .layout import Place, build_places
@@ -125,7 +125,7 @@ def _rng(*key: int) -> np.random.Generator:
 def _record(place: Place, view: View, spec: WorldSpec) -> GalleryRecord:
     """Manifest record: the camera's WGS-84 position, ``alt`` = place ground + height above it."""
     camera = view.camera
-    lat, lon = enu_to_geodetic(spec.datum, place.east + camera.east, place.north + camera.north)
+    lat, lon, _ = enu_to_geodetic(place.east + camera.east, place.north + camera.north, 0.0, spec.datum)
     code = {"satellite": 0, "drone": view.number, "ground": _GROUND_VIEW}[view.platform]
     descriptions, sentences, bboxes = describe(place, view, _rng(spec.seed, _CAPTION, place.index, code))
     image_id = view.image_id(place)
@@ -134,7 +134,8 @@ def _record(place: Place, view: View, spec: WorldSpec) -> GalleryRecord:
         lat=round(lat, 8), lon=round(lon, 8), alt=round(place.ground_height + view.alt_agl, 2),
         heading=round(camera.heading, 2),
         extras={"descriptions": descriptions, "sentences": sentences, "bboxes": bboxes,
-                "tilt": round(camera.tilt, 2)})
+                "tilt": round(camera.tilt, 2), "place_lat": round(place.lat, 8), "place_lon": round(place.lon, 8),
+                "ground_alt": round(place.ground_height, 2)})
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -156,6 +157,8 @@ def _world_json(spec: WorldSpec, geotext: bool, places: list[Place], queries: li
                    "(drone 30-120 m, ground 1.7 m, satellite a nominal 600 m: an orthophoto has no camera)",
             "heading": "degrees clockwise from north the camera faces; satellite images are north-up (0)",
             "tilt": "degrees from nadir (0 = straight down, 90 = horizontal)",
+            "place_lat/place_lon/ground_alt": "the place's own WGS-84 position and its ground's height above "
+                                              "the ellipsoid, on every view (navigation targets, cgrs_ros.targets)",
             "footprint": "every image's lat/lon lies within radius_m of its place's lat/lon",
             "directions": "captions and queries use cardinal directions for all views",
         },

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .geodesy import DEFAULT_DATUM, Datum, enu_to_geodetic
+from ..geo import DEMO_DATUM as DEFAULT_DATUM, Datum, enu_to_geodetic
 
 ROOF_COLOURS = ("red", "blue", "green", "white", "black", "yellow", "orange", "brown")
 SHAPES = ("rectangular", "square", "L-shaped", "U-shaped", "T-shaped", "round")
@@ -134,9 +134,9 @@ def _draw_place(index: int, east: float, north: float, rng: np.random.Generator,
     orientation = rng.uniform(-20.0, 20.0) + 90.0 * rng.integers(4)
     footprint = _rotate(building_outline(shape, half), orientation)
     # Gentle rolling terrain: places differ in ground height by a few tens of metres.
-    ground = datum.height + 12.0 * math.sin(east / 850.0 + terrain_phase[0]) \
+    ground = datum.altitude + 12.0 * math.sin(east / 850.0 + terrain_phase[0]) \
         + 9.0 * math.cos(north / 600.0 + terrain_phase[1])
-    lat, lon = enu_to_geodetic(datum, east, north)
+    lat, lon, _ = enu_to_geodetic(east, north, 0.0, datum)
     n_neighbours = 2 + int(rng.integers(2))
     directions = sorted(rng.choice(len(DIRECTIONS), n_neighbours, replace=False))
     kinds = rng.choice(len(FEATURE_KINDS), n_neighbours, replace=False)

@@ -7,62 +7,85 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("rclpy")
-try:
-    from cgrs_ros.ros import conversions
-except ImportError as exc:  # pragma: no cover - interfaces not built
-    pytest.skip(f"cgrs_ros interfaces not built ({exc}); run scripts/build_interfaces.sh", allow_module_level=True)
+from ros_support import require_ros  # noqa: E402  (test/ros/ros_support.py)
 
+require_ros()
+from cgrs_ros.ros import conversions  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from cgrs_ros.engine import Match, QueryResult  # noqa: E402
-from cgrs_ros.geo import Datum, geodetic_to_enu  # noqa: E402
+from cgrs_ros.engine import Match, PlaceMatch, QueryResult  # noqa: E402
+from cgrs_ros.geo import Datum  # noqa: E402
+from cgrs_ros.ros.outputs import not_confident  # noqa: E402
+from cgrs_ros.targets import GroundTarget  # noqa: E402
 
 DATUM = Datum(47.37, 8.54, 400.0)
 HEADER = conversions.make_header(Time(sec=12, nanosec=34), "map")
+# Independent reference values (WGS-84 local radii at 47.37 N, not pymap3d): 0.001 deg of latitude is
+# 111.18 m north, 0.001 deg of longitude 75.53 m east.  An east/north swap cannot pass these.
+NORTH_PER_MILLIDEGREE, EAST_PER_MILLIDEGREE = 111.18, 75.53
 
 
-def match(rank, lat=47.371, lon=8.541, alt=410.0, heading=90.0, caption_score=0.5):
-    return Match(rank=rank, image_id=f"img{rank}", place_id=f"p{rank}", platform="drone", score=1.0 / rank,
+def match(rank, place="p1", lat=47.371, lon=8.541, alt=410.0, heading=90.0, caption_score=0.5, platform="drone"):
+    return Match(rank=rank, image_id=f"img{rank}", place_id=place, platform=platform, score=1.0 / rank,
                  coarse_score=0.3, caption_score=caption_score, caption=f"caption {rank}", lat=lat, lon=lon,
                  alt=alt, heading=heading, image_path=Path(f"/nowhere/{rank}.png"), row=rank)
 
 
-def result(matches, degraded=False):
+def place(rank, *views):
+    return PlaceMatch(rank, views[0].place_id, views[0].score, tuple(views))
+
+
+def target(place_id="p1", lat=47.372, lon=8.542, ground=395.0):
+    return GroundTarget(place_id, lat, lon, ground, "manifest", 3)
+
+
+def result(places, confidence=math.nan, degraded=False):
+    matches = [v for p in places for v in p.views]
     return QueryResult("a red roof", matches, reranked=not degraded, degraded=degraded, status="engine status",
-                       settings=None)
+                       settings=None, places=places, confidence=confidence)
 
 
-def test_geo_match_gets_a_pose_in_the_map_frame():
-    msg = conversions.match_to_msg(match(1), DATUM, HEADER)
-    assert msg.has_geo and msg.rank == 1 and msg.image_id == "img1" and msg.caption == "caption 1"
-    assert (msg.latitude, msg.longitude, msg.altitude, msg.heading) == (47.371, 8.541, 410.0, 90.0)
-    assert msg.pose.header == HEADER
+def test_target_pose_is_the_place_on_the_ground_camera_pose_the_view():
+    msg = conversions.place_to_msg(place(1, match(1), match(2)), target(), DATUM, HEADER, approach_height=5.0)
+    assert msg.has_target and msg.has_geo and msg.n_views == 2 and msg.image_id == "img1"
+    assert (msg.target_latitude, msg.target_longitude, msg.target_ground_altitude) == (47.372, 8.542, 395.0)
+    assert msg.pose.header == HEADER and msg.camera_pose.header == HEADER
     p = msg.pose.pose.position
-    assert (p.x, p.y, p.z) == pytest.approx(geodetic_to_enu(47.371, 8.541, 410.0, DATUM))
+    assert (p.x, p.y, p.z) == pytest.approx((2 * EAST_PER_MILLIDEGREE, 2 * NORTH_PER_MILLIDEGREE, 0.0), abs=0.1)
+    c = msg.camera_pose.pose.position
+    assert (c.x, c.y, c.z) == pytest.approx((EAST_PER_MILLIDEGREE, NORTH_PER_MILLIDEGREE, 10.0), abs=0.1)
+    assert (msg.latitude, msg.longitude, msg.altitude, msg.heading) == (47.371, 8.541, 410.0, 90.0)
+    for pose in (msg.pose, msg.camera_pose):   # heading east = ENU yaw 0
+        q = pose.pose.orientation
+        assert (q.x, q.y, q.z, q.w) == pytest.approx((0.0, 0.0, 0.0, 1.0))
+
+
+def test_heading_north_is_yaw_plus_90_and_unknown_ground_is_the_datum_height():
+    msg = conversions.place_to_msg(place(1, match(1, heading=0.0)), target(ground=None), DATUM, HEADER, 30.0)
     q = msg.pose.pose.orientation
-    assert (q.x, q.y, q.z, q.w) == pytest.approx((0.0, 0.0, 0.0, 1.0))   # heading east = yaw 0
+    assert (q.z, q.w) == pytest.approx((math.sqrt(0.5), math.sqrt(0.5)))
+    assert msg.pose.pose.position.z == pytest.approx(30.0, abs=0.01) and math.isnan(msg.target_ground_altitude)
 
 
 @pytest.mark.parametrize("lat, lon", [(None, None), (math.nan, 8.5)])
-def test_match_without_coordinates_is_listed_without_pose(lat, lon):
-    msg = conversions.match_to_msg(match(2, lat=lat, lon=lon, alt=None, heading=None), DATUM, HEADER)
-    assert not msg.has_geo
-    assert math.isnan(msg.latitude) and math.isnan(msg.longitude) and math.isnan(msg.altitude)
-    assert math.isnan(msg.heading) and msg.pose.header.frame_id == ""
-
-
-def test_unknown_altitude_and_caption_score():
-    msg = conversions.match_to_msg(match(1, alt=None, caption_score=math.nan), DATUM, HEADER)
-    assert msg.has_geo and math.isnan(msg.altitude) and math.isnan(msg.caption_score)
+def test_place_without_coordinates_is_listed_without_poses(lat, lon):
+    msg = conversions.place_to_msg(place(2, match(2, lat=lat, lon=lon, alt=None, heading=None)), None, DATUM,
+                                   HEADER, 0.0)
+    assert not msg.has_target and not msg.has_geo
+    assert math.isnan(msg.latitude) and math.isnan(msg.target_latitude) and math.isnan(msg.heading)
+    assert msg.pose.header.frame_id == "" and msg.camera_pose.header.frame_id == ""
 
 
 def test_result_pose_array_and_markers():
-    matches = [match(1), match(2, lat=None, lon=None), match(3, lat=47.372)]
-    msg = conversions.result_to_msg(result(matches), "topic-1", HEADER, DATUM)
+    places = [place(1, match(1, place="p1")), place(2, match(2, place="p2", lat=None, lon=None)),
+              place(3, match(3, place="p3"), match(4, place="p3"))]
+    targets = {"p1": target("p1"), "p3": target("p3", lat=47.373)}
+    msg = conversions.result_to_msg(result(places, confidence=0.9), "topic-1", HEADER, DATUM, targets)
     assert msg.goal_id == "topic-1" and msg.query == "a red roof" and msg.status == "engine status"
-    assert [m.has_geo for m in msg.matches] == [True, False, True]
+    assert list(msg.image_ids) == ["img1", "img2", "img3", "img4"] and msg.confidence == pytest.approx(0.9)
+    assert [(m.place_id, m.n_views, m.has_target) for m in msg.matches] == [("p1", 1, True), ("p2", 1, False),
+                                                                             ("p3", 2, True)]
     poses = conversions.pose_array(msg.matches, HEADER)
     assert poses.header == HEADER and list(poses.poses) == [msg.matches[0].pose.pose, msg.matches[2].pose.pose]
     markers = conversions.markers(msg.matches, HEADER).markers
@@ -70,17 +93,37 @@ def test_result_pose_array_and_markers():
     assert [(m.ns, m.id, m.type) for m in markers[1:]] == [
         ("cgrs_matches", 1, Marker.SPHERE), ("cgrs_labels", 1, Marker.TEXT_VIEW_FACING),
         ("cgrs_matches", 3, Marker.SPHERE), ("cgrs_labels", 3, Marker.TEXT_VIEW_FACING)]
-    assert markers[2].text == "#1 img1 1.00" and markers[4].text == "#3 img3 0.33"
+    assert markers[2].text == "#1 p1 1.00" and markers[4].text == "#3 p3 0.33"
     assert all(m.header == HEADER for m in markers)
 
 
-def test_status_message():
-    msg = conversions.status_msg("g", "q", HEADER, "rejected: why")
+@pytest.mark.parametrize("confidence, degraded, targets, why", [
+    (math.nan, False, {"p1": target()}, "confidence uncalibrated (NaN)"),
+    (0.79, False, {"p1": target()}, "confidence 0.790 < min_confidence 0.800"),
+    (0.95, True, {"p1": target()}, "degraded result (caption stage failed)"),
+    (0.95, False, {}, "place p1 has no ground target"),
+    (0.8, False, {"p1": target()}, None),
+])
+def test_navigation_gate(confidence, degraded, targets, why):
+    msg = conversions.result_to_msg(result([place(1, match(1))], confidence, degraded), "g", HEADER, DATUM, targets)
+    assert not_confident(msg, 0.8) == why
+
+
+def test_nan_confidence_never_passes_even_a_zero_threshold():
+    msg = conversions.result_to_msg(result([place(1, match(1))]), "g", HEADER, DATUM, {"p1": target()})
+    assert not_confident(msg, 0.0) == "confidence uncalibrated (NaN)"
+
+
+def test_status_message_and_truncated_query():
+    msg = conversions.status_msg("g", conversions.truncate_query("y" * 5000, 10), HEADER, "rejected: why")
     assert msg.matches == [] and msg.status == "rejected: why" and not msg.degraded
+    assert msg.query == "yyyyyyyyyy... [truncated: 5000 characters]" and math.isnan(msg.confidence)
+    assert conversions.truncate_query("short", 10) == "short"
 
 
 def test_contact_sheet_image(tiny_gallery):
     image_path = Path(tiny_gallery).parent / "images" / "p00_v0.png"
     m = SimpleNamespace(**{**match(1).__dict__, "image_path": image_path})
-    image = conversions.contact_sheet_image([m], HEADER, title="a red roof")
-    assert image.encoding == "bgr8" and image.header == HEADER and image.width > 0 and image.height > 0
+    header = conversions.make_header(Time(sec=12, nanosec=34), conversions.CONTACT_SHEET_FRAME)
+    image = conversions.contact_sheet_image([m], header, title="a red roof")
+    assert image.encoding == "bgr8" and image.header == header and image.width > 0 and image.height > 0

@@ -84,13 +84,16 @@ def test_configure_fails_cleanly_then_succeeds(node, client, node_log, tiny_engi
     assert client.get_state() == "unconfigured"
     assert "configure failed" in log_text(node_log) and "no_such_index" in log_text(node_log)
 
-    # Goals while unconfigured: the action is aborted with a reason, the topic goal is logged.
+    # Goals while unconfigured: the action is aborted with a reason, the topic goal answered on ~/matches.
     status, result, _ = client.locate("a red roof", timeout=20.0)
     assert status == "aborted" and not result.success
     assert "unconfigured" in result.message and "configure" in result.message
-    client.wait_until(lambda: client.goal_pub.get_subscription_count() > 0, 20.0, "the goal subscription")
-    client.send_goal("a red roof")
-    wait_log(node_log, "ignored: the node is unconfigured")
+    client.wait_for_connections(outputs=("matches",))
+    start = client.count("matches")
+    client.send_goal("a red roof, unconfigured")
+    msg = client.wait_for_query("a red roof, unconfigured", start)
+    assert msg.goal_id.startswith("topic-") and not msg.matches
+    assert msg.status == "aborted: the node is unconfigured; configure and activate it first"
 
     # Invalid parameter values are refused with a reason; valid ones accepted.
     ok, reason = client.set_parameter("device", "gpu")
@@ -99,17 +102,39 @@ def test_configure_fails_cleanly_then_succeeds(node, client, node_log, tiny_engi
     assert not ok
 
     _, index_dir = tiny_engine_files
-    assert client.set_parameter("index_dir", str(index_dir)) == (True, "")
+    assert client.set_parameter("index_dir", str(index_dir)) == (True, "")   # unconfigured: next configure
+    wait_log(node_log, "parameter set: index_dir applies at the next configure")
     assert client.change_state("configure", STATE_TIMEOUT)
     assert client.get_state() == "inactive"
     status, result, _ = client.locate("a red roof", timeout=20.0)
     assert status == "aborted" and "inactive" in result.message
+    start = client.count("matches")
+    client.send_goal("a red roof, inactive")
+    assert client.wait_for_query("a red roof, inactive", start).status == \
+        "aborted: the node is inactive; activate it first"
     assert client.change_state("activate")
     assert client.get_state() == "active"
 
 
+def expected_enu(lat: float, lon: float, up: float) -> tuple[float, float, float]:
+    """ENU about DATUM from the textbook local radii of the WGS-84 ellipsoid (not pymap3d): good to
+    centimetres over the few hundred metres of the tiny gallery."""
+    a, e2 = 6378137.0, 6.69437999014e-3
+    phi = math.radians(DATUM[0])
+    w = 1.0 - e2 * math.sin(phi) ** 2
+    meridian, normal = a * (1.0 - e2) / w ** 1.5, a / math.sqrt(w)
+    return (math.radians(lon - DATUM[1]) * normal * math.cos(phi), math.radians(lat - DATUM[0]) * meridian, up)
+
+
+def tiny_place_target(place_id: str) -> tuple[float, float, float]:
+    """The tiny gallery's place p<k>: three views at lat 47.37 + k/1000, lon 8.54, 8.5401, 8.5402 and no
+    place or ground keys, so its target is the median camera position at the datum's height."""
+    k = int(place_id[1:])
+    return expected_enu(47.37 + k * 0.001, 8.5401, 0.0)
+
+
 def test_topic_goal_publishes_every_output(client):
-    from cgrs_ros.geo import Datum, geodetic_to_enu, quaternion_to_heading
+    from cgrs_ros.geo import quaternion_to_heading
 
     ensure_active(client)
     starts = {name: client.count(name) for name in client.received}
@@ -123,20 +148,30 @@ def test_topic_goal_publishes_every_output(client):
     assert matches.reranked and not matches.degraded
     assert matches.header.frame_id == MAP_FRAME
     assert before - 0.5 <= stamp_seconds(matches.header.stamp) <= after + 0.5  # the goal's arrival
-    assert [m.rank for m in matches.matches] == list(range(1, 6))
-    assert all(m.has_geo for m in matches.matches)
+    # One entry per place; the image ranking (5 views = max_results) behind them.
+    assert len(matches.image_ids) == 5
+    assert [m.rank for m in matches.matches] == list(range(1, len(matches.matches) + 1))
+    assert len({m.place_id for m in matches.matches}) == len(matches.matches)
+    assert sum(m.n_views for m in matches.matches) == 5
+    assert {m.image_id for m in matches.matches} <= set(matches.image_ids)
+    assert matches.image_ids[0] == matches.matches[0].image_id
+    assert all(m.has_target and m.has_geo for m in matches.matches)
     scores = [m.score for m in matches.matches]
     assert scores == sorted(scores, reverse=True)
+    # Nothing calibrates the engine yet: never confident, and the status says why.
+    assert math.isnan(matches.confidence) and not matches.confident
+    assert "no confident match: confidence uncalibrated (NaN)" in matches.status
 
-    datum = Datum(*DATUM)
     for m in matches.matches:
-        assert m.pose.header.frame_id == MAP_FRAME and m.pose.header.stamp == matches.header.stamp
-        east, north, up = geodetic_to_enu(m.latitude, m.longitude, m.altitude, datum)
+        for pose in (m.pose, m.camera_pose):
+            assert pose.header.frame_id == MAP_FRAME and pose.header.stamp == matches.header.stamp
         p = m.pose.pose.position
-        assert (p.x, p.y, p.z) == pytest.approx((east, north, up), abs=1e-6)
-        assert north > 0 and up > 0                      # the gallery lies north of and above the datum
-        q = m.pose.pose.orientation
-        assert quaternion_to_heading(q.x, q.y, q.z, q.w) == pytest.approx(m.heading % 360.0, abs=1e-6)
+        assert (p.x, p.y, p.z) == pytest.approx(tiny_place_target(m.place_id), abs=0.05)
+        c = m.camera_pose.pose.position
+        assert (c.x, c.y, c.z) == pytest.approx(expected_enu(m.latitude, m.longitude, m.altitude - DATUM[2]), abs=0.05)
+        assert c.z > 9.0                                 # the cameras are 10-12 m above the datum
+        for q in (m.pose.pose.orientation, m.camera_pose.pose.orientation):
+            assert quaternion_to_heading(q.x, q.y, q.z, q.w) == pytest.approx(m.heading % 360.0, abs=1e-6)
         assert not math.isnan(m.caption_score) and m.caption
 
     stamp = matches.header.stamp
@@ -145,29 +180,30 @@ def test_topic_goal_publishes_every_output(client):
     assert target.header.frame_id == MAP_FRAME and target.pose == matches.matches[0].pose.pose
     poses = client.wait_for("target_poses", same_goal, starts["target_poses"])
     assert poses.header.frame_id == MAP_FRAME
-    assert list(poses.poses) == [m.pose.pose for m in matches.matches]
+    assert list(poses.poses) == [m.pose.pose for m in matches.matches]   # the ground targets
     markers = client.wait_for("markers", lambda msg: msg.markers[-1].header.stamp == stamp, starts["markers"])
     assert markers.markers[0].action == 3  # DELETEALL first
     body = markers.markers[1:]
     assert len(body) == 2 * len(matches.matches)
     assert all(mk.header.frame_id == MAP_FRAME for mk in body)
     texts = [mk.text for mk in body if mk.type == 9]
-    assert texts[0].startswith(f"#1 {matches.matches[0].image_id} ")
+    assert texts[0].startswith(f"#1 {matches.matches[0].place_id} ")
     image = client.wait_for("match_image", same_goal, starts["match_image"])
-    assert image.header.frame_id == MAP_FRAME and image.encoding == "bgr8"
+    assert image.header.frame_id == "cgrs_contact_sheet" and image.encoding == "bgr8"
     assert image.width > 0 and image.height > 0 and len(image.data) == image.step * image.height
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", "rejected: the goal text is empty"),
-    ("   \t ", "rejected: the goal text is empty"),
-    ("x" * 201, "rejected: the goal text is 201 characters; the cap is max_query_chars = 200"),
+@pytest.mark.parametrize("text, echoed, expected", [
+    ("", "", "rejected: the goal text is empty"),
+    ("   \t ", "   \t ", "rejected: the goal text is empty"),
+    ("x" * 200_000, "x" * 200 + "... [truncated: 200000 characters]",
+     "rejected: the goal text is 200000 characters; the cap is max_query_chars = 200"),
 ])
-def test_bad_topic_goals_are_rejected(client, text, expected):
+def test_bad_topic_goals_are_rejected(client, text, echoed, expected):
     ensure_active(client)
     start = client.count("matches")
     client.send_goal(text)
-    msg = client.wait_for("matches", lambda m: m.query == text, start)
+    msg = client.wait_for("matches", lambda m: m.query == echoed, start)
     assert msg.status == expected and len(msg.matches) == 0
     assert msg.header.frame_id == MAP_FRAME
 
@@ -203,7 +239,7 @@ def test_action_goal_reports_feedback_and_result(client):
     assert {"coarse", "captions", "rerank", "done"} <= set(stages), stages
     progress = [p for _, p in feedback]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
-    assert result.matches.reranked and len(result.matches.matches) == 4   # top_k 4 < max_results 5
+    assert result.matches.reranked and len(result.matches.image_ids) == 4   # top_k 4 < max_results 5
     assert result.message == result.matches.status and "4 candidates" in result.message
     assert len(result.matches.goal_id) == 32   # the action goal's UUID
 
@@ -273,16 +309,18 @@ def test_forward_to_nav2_respects_min_confidence(client):
     try:
         client.wait_until(lambda: sub.get_publisher_count() > 0, 20.0, "the goal_pose publisher")
         assert client.set_parameter("forward_to_nav2", True)[0]
-        assert client.set_parameter("min_confidence", 1e6)[0]
+        ok, reason = client.set_parameter("min_confidence", 1.5)
+        assert not ok and "min_confidence" in reason        # a probability
+        # The engine is not calibrated (confidence NaN): no threshold lets a goal through.
+        assert client.set_parameter("min_confidence", 0.0)[0]
         status, result, _ = client.locate("a red roof")
-        assert "not forwarded to goal_pose: score" in result.message
-        assert client.set_parameter("min_confidence", -1e6)[0]
-        status, result, _ = client.locate("a red roof")
-        assert result.message.endswith("forwarded to goal_pose")
-        client.wait_until(lambda: len(received) == 1, 10.0, "the forwarded goal_pose")
-        assert received[0].pose == result.matches.matches[0].pose.pose
-        assert received[0].header.frame_id == MAP_FRAME
+        assert status == "succeeded" and math.isnan(result.matches.confidence) and not result.matches.confident
+        assert "no confident match: confidence uncalibrated (NaN)" in result.message
+        assert "forwarded" not in result.message
+        client.locate("a blue roof")                         # a later goal: still nothing forwarded
+        assert received == []
     finally:
+        client.set_parameter("min_confidence", 0.8)
         client.set_parameter("forward_to_nav2", False)
         client.node.destroy_subscription(sub)
 
@@ -301,7 +339,7 @@ def test_records_without_coordinates_and_degraded_captions(client, nogeo_gallery
     client.send_goal("a red roof")
     msg = client.wait_for_query("a red roof", starts["matches"])
     assert msg.status.startswith("ok: ") and "has no coordinates: no target pose published" in msg.status
-    assert len(msg.matches) == 5 and not any(m.has_geo for m in msg.matches)
+    assert len(msg.image_ids) == 5 and not any(m.has_geo or m.has_target for m in msg.matches)
     assert all(math.isnan(m.latitude) and math.isnan(m.longitude) for m in msg.matches)
     stamp = msg.header.stamp
     poses = client.wait_for("target_poses", lambda p: p.header.stamp == stamp, starts["target_poses"])
@@ -322,7 +360,7 @@ def test_records_without_coordinates_and_degraded_captions(client, nogeo_gallery
     assert status == "succeeded" and result.success
     assert result.matches.degraded and not result.matches.reranked
     assert result.message.startswith("degraded: caption stage failed")
-    assert len(result.matches.matches) == 5
+    assert len(result.matches.image_ids) == 5
     assert all(m.score == m.coarse_score and math.isnan(m.caption_score) for m in result.matches.matches)
 
 
@@ -336,3 +374,5 @@ def test_shutdown_transition(client, node):
     assert client.change_state("shutdown")
     assert client.get_state() == "finalized"
     assert node.poll() is None
+    status, result, _ = client.locate("a red roof", timeout=20.0)
+    assert status == "aborted" and result.message == "aborted: the node is finalized (shut down); restart it"
