@@ -6,13 +6,13 @@
 Rows (every CGRS row goes through ``CGRSEngine.rank``, the path the node serves):
 
 1. coarse: the CLIP alone;
-2. CGRS as before: captions of the images as they are, MiniLM bi-encoder, image-level rerank;
+2. CGRS as before: captions of the images as they are, image-level rerank;
 3. + north-up views (captions of rectified views, ``index.rectify: north_up``);
-4. + cross-encoder matcher (the embedded one);
-5. + place-level evidence (``retrieval.grouping: place_id``): the default engine;
-6. the default engine with online captions (per-query captioning, as the paper does);
-plus oracle rows with the world's true descriptions as captions (bi-encoder image-level, and the
-default matcher with places), which bound what a perfect captioner would give.
+4. + place-level evidence (``retrieval.grouping: place_id``): the default engine;
+5. the default engine with online captions (per-query captioning, as the paper does);
+6. with ``--cross-encoder ID_OR_FOLDER``: the default engine with that matcher instead;
+plus oracle rows with the world's true descriptions as captions (image-level, and the default
+engine with places), which bound what a perfect captioner would give.
 
 Two query sets: the world's queries (900 on 300 places) and its relation-only queries (two
 neighbour-side facts that fit exactly one place).  Also: caption accuracy per attribute of the
@@ -57,7 +57,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BI_ENCODER = {"name": "sentence_transformers", "model": "sentence-transformers/all-MiniLM-L6-v2"}
 # Validation sweep grid and selection rule: the best mean of world-query R@1 and relation-query
 # R@1 among settings whose world-query R@5 and R@10 are not below the coarse baseline's.
-SWEEP = {"top_k": (10, 20, 30, 50), "fusion_weight": (0.5, 0.7, 0.8, 0.9), "place_views": (1, 3, 5)}
+SWEEP = {"top_k": (10, 20, 40), "fusion_weight": (0.5, 0.7, 0.8, 0.9), "place_views": (1, 3)}
 
 
 def prepare_world(seed: int, places: int) -> Path:
@@ -165,6 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device")
     parser.add_argument("--sweep", action="store_true", help="sweep the rerank settings (validation only)")
     parser.add_argument("--before-captioner", help="also report caption accuracy of this captioner folder")
+    parser.add_argument("--cross-encoder", help="also report the default engine with this CrossEncoder as matcher")
     parser.add_argument("--latency-queries", type=int, default=100)
     parser.add_argument("--out", help="JSON path (default bench/results/recall_<split>.json)")
     args = parser.parse_args(argv)
@@ -173,7 +174,8 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    default = load_engine_config(args.config, device=args.device)
+    # recall needs no confidence: the calibration is fitted (and checked) by calibration_benchmark.py
+    default = replace(load_engine_config(args.config, device=args.device), calibration="")
     plain = with_index(with_retrieval(with_matcher(default, BI_ENCODER), grouping="none"), rectify="none")
     world = prepare_world(SPLITS[args.split], args.places)
     query_sets = {"world": read_queries(world / "queries.jsonl"), "relation": read_queries(world / RELATION_QUERIES)}
@@ -187,12 +189,13 @@ def main(argv=None) -> int:
         if args.sweep:
             result = {"sweep": sweep(bench, default, indexes["north-up"], query_sets, rows["coarse (CLIP only)"])}
         else:
-            north_bi = with_index(plain, rectify="north_up")
-            north_cross = with_matcher(north_bi, default.text_similarity)
-            steps = [("CGRS as before (captions as is, MiniLM, images)", plain, "as is"),
-                     ("+ north-up views", north_bi, "north-up"),
-                     ("+ cross-encoder matcher", north_cross, "north-up"),
+            steps = [("CGRS as before (captions as is, images)", plain, "as is"),
+                     ("+ north-up views", with_index(plain, rectify="north_up"), "north-up"),
                      ("+ place-level evidence (default)", default, "north-up")]
+            if args.cross_encoder:
+                steps.append((f"default with cross-encoder {Path(args.cross_encoder).name}",
+                              with_matcher(default, {"name": "cross_encoder", "model": args.cross_encoder}),
+                              "north-up"))
             for label, config, which in steps:
                 rows[label] = recall_row(bench.engine(config, indexes[which]), query_sets, config.retrieval, "cached")
                 print(label, rows[label], flush=True)
@@ -200,7 +203,7 @@ def main(argv=None) -> int:
             rows["default, online captions"] = recall_row(engine, {"relation": query_sets["relation"]},
                                                           default.retrieval, "online")
             oracle = oracle_index(indexes["north-up"], bench, plain)
-            rows["oracle captions, MiniLM, images"] = recall_row(bench.engine(plain, oracle), query_sets,
+            rows["oracle captions, images"] = recall_row(bench.engine(plain, oracle), query_sets,
                                                                  plain.retrieval, "cached")
             rows["oracle captions, default"] = recall_row(bench.engine(default, oracle), query_sets,
                                                           default.retrieval, "cached")

@@ -73,9 +73,11 @@ class Calibration:
 
 
 def fitted_for(config) -> dict:
-    from .fingerprint import engine_fingerprint
+    """What a calibration is valid for: the models (by content, not by path) and retrieval settings."""
+    from .fingerprint import describe_value, engine_fingerprint
 
-    return {"engine": engine_fingerprint(config), "text_similarity": dict(config.text_similarity),
+    return {"engine": engine_fingerprint(config),
+            "text_similarity": {k: describe_value(config.text_similarity.get(k)) for k in ("name", "model")},
             "retrieval": {k: getattr(config.retrieval, k) for k in CALIBRATED_SETTINGS}}
 
 

@@ -32,7 +32,8 @@ def file_signature(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _describe(value):
+def describe_value(value):
+    """A config value as the fingerprint records it: local weight files and folders by name + content."""
     if not isinstance(value, str):
         return value
     raw = value[len("local-dir:"):] if value.startswith("local-dir:") else value
@@ -53,7 +54,7 @@ def engine_fingerprint(config: EngineConfig) -> dict:
     # A pair scorer (cross-encoder) stores nothing in the index: it can be swapped without a rebuild.
     if not getattr(TEXT_SIMILARITIES.factory(config.text_similarity["name"]), "embeds_captions", True):
         kinds.pop("text_similarity")
-    found = {kind: {key: _describe(getattr(config, kind).get(key)) for key in keys
+    found = {kind: {key: describe_value(getattr(config, kind).get(key)) for key in keys
                     if getattr(config, kind).get(key) is not None}
              for kind, keys in kinds.items()}
     # How the captioner saw the images (north-up or as they are) changes every caption.

@@ -41,7 +41,8 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_shipped_files_fit_the_size_budget():
-    files = [EMBEDDED / "cgrs_tiny_clip.safetensors", *sorted((EMBEDDED / "captioner").iterdir())]
+    files = [EMBEDDED / "cgrs_tiny_clip.safetensors", EMBEDDED / "calibration.json",
+             *sorted((EMBEDDED / "captioner").iterdir())]
     assert all(f.is_file() for f in files)
     assert sum(f.stat().st_size for f in files) <= SIZE_BUDGET_BYTES
     report = json.loads((EMBEDDED / "training_report.json").read_text())
@@ -52,6 +53,21 @@ def test_default_config_names_the_embedded_models(config):
     assert config.retriever["model"] == "cgrs-tiny-clip"
     assert Path(config.retriever["checkpoint"]).is_file()
     assert Path(config.captioner["model"]).is_dir()
+    assert config.index.rectify == "north_up" and config.retrieval.grouping == "place_id"
+    assert Path(config.calibration).is_file()
+
+
+def test_captions_of_north_up_views_state_the_right_sides(models, world):
+    """Caption sides on an unseen world's satellite views (north-up) and turned drone views."""
+    from cgrs_ros.rectify import views_for_captioner
+    from cgrs_ros.training.evaluate import caption_accuracy
+
+    gallery = read_manifest(world)
+    records = [r for r in gallery if r.platform != "ground"][:60]
+    images = views_for_captioner([Image.open(gallery.resolve(r)).convert("RGB") for r in records], records,
+                                 "north_up", ("ground",))
+    accuracy = caption_accuracy(models.captioner.caption(images), [r.extras["descriptions"][0] for r in records])
+    assert accuracy["neighbour side"]["accuracy"] >= 70.0, accuracy
 
 
 def test_retriever_embeddings_are_normalised_float32(models, world):
@@ -88,7 +104,10 @@ def test_end_to_end_retrieval_beats_chance(config, models, world, tmp_path):
     hits = 0
     for query in queries:
         result = engine.query(query.text)
-        assert result.reranked and not result.degraded
-        hits += query.place_id in {m.place_id for m in result.matches[:5]}
+        assert result.reranked and not result.degraded and 0.0 <= result.confidence <= 1.0
+        hits += query.place_id in {p.place_id for p in result.places[:5]}
     recall = hits / len(queries)
     assert recall >= 0.6, f"place-level R@5 {recall:.2f} on {len(queries)} queries (chance 0.25)"
+    # goals that name no place are not confidently matched (the node forwards from 0.8)
+    for goal in ("banana", "xqzv plorb wibble", "🏠🏠🏠", "what is the weather tomorrow"):
+        assert engine.query(goal).confidence < 0.5, goal

@@ -8,7 +8,8 @@ Two kinds, selected by name:
   embedding barely tells "lake east, trees south" from "lake south, trees east".
 - ``cross_encoder``: a sentence-transformers ``CrossEncoder`` reads the (query, caption) pair
   jointly, so it can check which landmark the caption puts on which side.  It costs one forward
-  pass per candidate caption per query (identical captions are scored once).  The embedded
+  pass per candidate caption per query (identical captions are scored once, and recent
+  (query, caption) pairs are remembered).  The embedded
   default is a small one trained on the training world (``cgrs-train``); for real data use a hub
   reranker such as ``cross-encoder/ms-marco-MiniLM-L6-v2`` or ``BAAI/bge-reranker-v2-m3``.
 
@@ -17,6 +18,7 @@ caption vectors for the model (and so whether the index fingerprint depends on i
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -85,7 +87,7 @@ class CrossEncoderSimilarity:
     embeds_captions = False
     embedding_dim = 0
 
-    def __init__(self, model: str, batch_size: int = 64, max_length: int = 256,
+    def __init__(self, model: str, batch_size: int = 64, max_length: int = 256, cache_pairs: int = 100_000,
                  device: str | None = None, dtype: str | None = None):
         from sentence_transformers import CrossEncoder
 
@@ -95,18 +97,26 @@ class CrossEncoderSimilarity:
         self.batch_size = int(batch_size)
         self._spec = {"name": "cross_encoder", "model": model}
         self.model = CrossEncoder(resolve_model_path(model), device=str(self.device), max_length=int(max_length))
+        # A repeated goal (a voice front-end resending, a benchmark sweep) re-reads the same pairs.
+        self.cache_pairs = int(cache_pairs)
+        self._scores: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         raise TypeError("a cross-encoder scores (query, caption) pairs; it has no text embedding")
 
     def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None) -> np.ndarray:
-        unique = list(dict.fromkeys(captions))
-        if not unique:
-            return np.zeros(0, dtype=np.float32)
-        scores = self.model.predict([(query, c) for c in unique], batch_size=self.batch_size,
-                                    show_progress_bar=False, convert_to_numpy=True)
-        by_caption = dict(zip(unique, np.asarray(scores, dtype=np.float32).reshape(-1)))
-        return np.array([by_caption[c] for c in captions], dtype=np.float32)
+        missing = [c for c in dict.fromkeys(captions) if (query, c) not in self._scores]
+        if missing:
+            scores = self.model.predict([(query, c) for c in missing], batch_size=self.batch_size,
+                                        show_progress_bar=False, convert_to_numpy=True)
+            for caption, value in zip(missing, np.asarray(scores, dtype=np.float32).reshape(-1)):
+                self._scores[(query, caption)] = float(value)
+        result = np.array([self._scores[(query, c)] for c in captions], dtype=np.float32)
+        for caption in captions:                       # least recently used pairs leave first
+            self._scores.move_to_end((query, caption))
+        while len(self._scores) > self.cache_pairs:
+            self._scores.popitem(last=False)
+        return result
 
     def fingerprint(self) -> dict:
         return dict(self._spec)

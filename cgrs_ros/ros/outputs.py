@@ -142,7 +142,7 @@ class Outputs:
                 from cv_bridge import CvBridge
                 self._bridge = CvBridge()
             header = conversions.make_header(job.stamp, conversions.CONTACT_SHEET_FRAME)
-            publisher.publish(conversions.contact_sheet_image(result.matches, header, self._bridge,
+            publisher.publish(conversions.contact_sheet_image([p.best for p in result.places], header, self._bridge,
                                                                title=f"{job.goal_id}: {job.query[:80]}"))
         except Exception as exc:  # the image is a convenience: never fail the goal over it
             self._log.warning(f"goal {job.goal_id}: no match image ({type(exc).__name__}: {exc})")

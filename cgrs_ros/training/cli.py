@@ -1,9 +1,8 @@
 """``cgrs-train``: train the embedded default models on a generated world and write them atomically.
 
-    cgrs-train --world-seed 1 --places 1000 --seed 0 --out cgrs_ros/resources/embedded [--only clip|captioner|matcher]
+    cgrs-train --world-seed 1 --places 1000 --seed 0 --out cgrs_ros/resources/embedded [--only clip|captioner]
 
-Writes ``cgrs_tiny_clip.safetensors``, ``captioner/``, ``matcher/`` (the query-caption
-cross-encoder) and ``training_report.json`` into ``--out``.
+Writes ``cgrs_tiny_clip.safetensors``, ``captioner/`` and ``training_report.json`` into ``--out``.
 The train world goes into a temporary folder (or ``--world-dir``, kept and reused when it already
 holds a world).  Unless ``--val-places 0``, the CLIP alone is scored on a small validation world
 (seed 2) through the retriever registry, i.e. the shipped loading path.
@@ -26,7 +25,6 @@ from pathlib import Path  # noqa: E402
 
 CLIP_FILE = "cgrs_tiny_clip.safetensors"
 CAPTIONER_DIR = "captioner"
-MATCHER_DIR = "matcher"
 REPORT_FILE = "training_report.json"
 
 
@@ -37,13 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches, augmentation)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "resources" / "embedded",
                    help="output folder (default: the packaged cgrs_ros/resources/embedded)")
-    p.add_argument("--only", choices=("clip", "captioner", "matcher"), help="train only one of the models")
+    p.add_argument("--only", choices=("clip", "captioner"), help="train only one of the two models")
     p.add_argument("--world-dir", type=Path, help="keep the training world here (reused if present)")
     p.add_argument("--val-seed", type=int, default=2, help="validation world seed (default 2)")
     p.add_argument("--val-places", type=int, default=100, help="validation places for the CLIP check; 0 skips")
     p.add_argument("--clip-steps", type=int, help="override the CLIP's training steps")
     p.add_argument("--captioner-steps", type=int, help="override the captioner's training steps")
-    p.add_argument("--matcher-steps", type=int, help="override the matcher's training steps")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -100,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from . import captioner as cap
-    from . import clip, matcher
+    from . import clip
     from .data import generate
 
     torch.set_num_threads(max(1, args.threads))
@@ -170,33 +167,17 @@ def main(argv: list[str] | None = None) -> int:
             log(f"captioner: {cap_report['seconds']}s, loss {cap_report['loss_first_100']:.3f} -> "
                 f"{cap_report['loss_last_100']:.3f}, {cap_report['bytes'] / 1e6:.2f} MB")
 
-        if args.only in (None, "matcher"):
-            cfg = matcher.MatcherConfig()
-            if args.matcher_steps:
-                cfg.steps = args.matcher_steps
-            val = (generate(scratch / "val", seed=args.val_seed, n_places=args.val_places, progress=False)
-                   if args.val_places > 0 else None)
-            tmp = out / f".{MATCHER_DIR}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            match_report = matcher.train_matcher(world, args.world_seed, tmp, cfg, seed=args.seed, progress=progress,
-                                                 log=log, val_world=val, val_seed=args.val_seed)
-            _readable(tmp)
-            _replace_dir(tmp, out / MATCHER_DIR)
-            match_report["bytes"] = _size(out / MATCHER_DIR)
-            report["matcher"] = match_report
-            log(f"matcher: {match_report['seconds']}s, loss {match_report['loss_first_100']:.3f} -> "
-                f"{match_report['loss_last_100']:.3f}, {match_report['bytes'] / 1e6:.2f} MB")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     total = time.perf_counter() - started
     report["seconds_total"] = round(total, 1)
-    report["bytes_total"] = sum(_size(out / name) for name in (CLIP_FILE, CAPTIONER_DIR, MATCHER_DIR))
+    report["bytes_total"] = _size(out / CLIP_FILE) + _size(out / CAPTIONER_DIR)
     tmp = out / f".{REPORT_FILE}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, report_path)
     print(f"cgrs-train: {total:.0f}s total; {CLIP_FILE} {_size(out / CLIP_FILE) / 1e6:.2f} MB, "
-          f"{CAPTIONER_DIR}/ {_size(out / CAPTIONER_DIR) / 1e6:.2f} MB, {MATCHER_DIR}/ {_size(out / MATCHER_DIR) / 1e6:.2f} MB, "
+          f"{CAPTIONER_DIR}/ {_size(out / CAPTIONER_DIR) / 1e6:.2f} MB, "
           f"total {report['bytes_total'] / 1e6:.2f} MB -> {out}")
     return 0
 

@@ -152,7 +152,7 @@ def test_topic_goal_publishes_every_output(client):
     assert len(matches.image_ids) == 5
     assert [m.rank for m in matches.matches] == list(range(1, len(matches.matches) + 1))
     assert len({m.place_id for m in matches.matches}) == len(matches.matches)
-    assert sum(m.n_views for m in matches.matches) == 5
+    assert all(m.n_views == 3 for m in matches.matches)        # every view of the place (3 in the tiny gallery)
     assert {m.image_id for m in matches.matches} <= set(matches.image_ids)
     assert matches.image_ids[0] == matches.matches[0].image_id
     assert all(m.has_target and m.has_geo for m in matches.matches)
