@@ -367,9 +367,16 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
 
 @contextmanager
 def _build_lock(out_dir: Path):
-    """Hold ``out_dir/.lock`` for the whole build: a second build into the same folder is refused."""
+    """Hold ``out_dir/.lock`` for the whole build: a second build into the same folder is refused.
+
+    A folder with other files and no trace of an index is refused too: a build removes what no
+    index refers to, and must never take a user's own ``data-2024/`` for a stale generation."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CGRSInputError(f"index folder {out_dir} is a file, not a folder")
+    if out_dir.is_dir() and not any((out_dir / name).exists() for name in (META, BUILD, LOCK)) \
+            and any(out_dir.iterdir()):
+        raise CGRSInputError(f"index folder {out_dir} holds other files and no cgrs index; "
+                             f"choose a new or empty folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         handle = open(out_dir / LOCK, "a")
@@ -508,6 +515,7 @@ def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest
             checksums[name] = _sha256(content)
     name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
     os.replace(stage, out_dir / name)
+    _fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
     meta = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config), "count": len(rows),
             "skipped": len(skipped), "gallery_root": str(gallery.root), "gallery_source": gallery.source,
             "image_dim": int(image_array.shape[1]), "caption_dim": int(caption_array.shape[1]),

@@ -154,6 +154,8 @@ CASES = [
      both(GOOD, lambda case: (case.tmp / "file").write_text("x")), "index folder {tmp}/file is a file, not a folder"),
     ("out-under-a-file", INDEX[:3] + ["--out", "{tmp}/file/idx"] + INDEX[5:],
      both(GOOD, lambda case: (case.tmp / "file").write_text("x")), "cannot write the index folder {tmp}/file/idx"),
+    ("out-holds-other-files", INDEX[:3] + ["--out", "{gallery}"] + INDEX[5:], GOOD,
+     "index folder {gallery} holds other files and no cgrs index"),
     ("out-locked", INDEX, both(GOOD, _lock), "index folder {index} is being built by another process"),
     # --- the index a query opens ------------------------------------------------------------------
     ("query-empty", ["query", "  ", "--index", "{index}", "--config", "{config}"], None, "the query text is empty"),

@@ -188,3 +188,21 @@ def test_a_second_build_into_the_same_folder_is_refused(tmp_path, tiny_gallery, 
         with pytest.raises(CGRSInputError, match="is being built by another process"):
             build_index(read_manifest(tiny_gallery), tiny_config, out, progress=False)
     assert not (out / "index.json").exists()
+
+
+def test_an_index_of_the_previous_format_is_replaced_when_the_new_one_is_complete(tmp_path, tiny_engine_files,
+                                                                                  tiny_gallery, tiny_config):
+    _, index_dir = tiny_engine_files
+    out = tmp_path / "idx"
+    out.mkdir()
+    data = json.loads((index_dir / "index.json").read_text())["data"]
+    for name in ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json"):
+        (out / name).write_bytes((index_dir / data / name).read_bytes())  # format 1 kept them in the folder itself
+    (out / "index.json").write_text(json.dumps({"format": 1, "count": 18}))
+    (out / ".partial").mkdir()
+    with pytest.raises(CGRSInputError, match="index format 1, this version reads 2; rerun cgrs-index"):
+        load_index(out)
+    meta = build_index(read_manifest(tiny_gallery), tiny_config, out, progress=False)
+    assert (meta["count"], meta["encoded"]) == (18, 18)
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "data-0001", "index.json"]
+    assert load_index(out, tiny_config).captions == load_index(index_dir).captions
