@@ -83,7 +83,9 @@ class GalleryIndex:
 
     @property
     def data_dir(self) -> Path:
-        return self.path / self.meta["data"]
+        """The generation the arrays and records were read from (the folder itself for an index
+        assembled in memory)."""
+        return self.path / self.meta.get("data", ".")
 
     def image_path(self, row: int) -> Path:
         return resolve_inside(self.gallery_root, self.records[row], str(self.data_dir / "records.jsonl"))
@@ -166,15 +168,16 @@ def _array_digest(array: np.ndarray) -> str:
 
 def _check_array(array: np.ndarray, expected: str, file: Path) -> None:
     """Sampled rows finite and unit-norm, and the sampled checksum equal to the one built."""
-    sample = np.asarray(array[_sample_rows(len(array))], dtype=np.float64)
+    rows = _sample_rows(len(array))
+    sample = np.asarray(array[rows], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(sample).all(axis=1))
     if bad.size:
-        raise CGRSInputError(f"index file {file} is corrupt: row {_sample_rows(len(array))[bad[0]]} holds "
+        raise CGRSInputError(f"index file {file} is corrupt: row {rows[bad[0]]} holds "
                              f"NaN or infinite values; rebuild it with cgrs-index")
     norms = np.linalg.norm(sample, axis=1)
     off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
     if off.size:
-        raise CGRSInputError(f"index file {file} is corrupt: row {_sample_rows(len(array))[off[0]]} has norm "
+        raise CGRSInputError(f"index file {file} is corrupt: row {rows[off[0]]} has norm "
                              f"{norms[off[0]]:.4g}, not 1; rebuild it with cgrs-index")
     if _array_digest(array) != expected:
         raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
@@ -272,26 +275,27 @@ def _check_fingerprint(path: Path, built: dict, config: EngineConfig) -> None:
 # --- building ----------------------------------------------------------------------------------
 
 class _Results:
-    """Finished work by image id: the file state (source) it was made from, and its vectors and
-    caption (a row of some pair of arrays) or why the image was skipped."""
+    """Finished work by (image id, file state it was made from): its vectors and caption (a row of
+    some pair of arrays) or why the image was skipped.  Results for an older state of a file stay
+    in but never match the current one."""
 
     def __init__(self):
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
-        self.found: dict[str, tuple] = {}
+        self.found: dict[tuple[str, str], tuple] = {}
         self.last_chunk = -1
 
     def get(self, image_id: str, source: str):
-        entry = self.found.get(image_id)
-        return entry[1:] if entry is not None and entry[0] == source else None
+        """(part, row, caption), (None, None, reason) for a skip, or None when not done yet."""
+        return self.found.get((image_id, source))
 
     def add_rows(self, image_array, caption_array, ids, sources, captions) -> None:
         self.parts.append((image_array, caption_array))
         part = len(self.parts) - 1
         for row, (image_id, source, caption) in enumerate(zip(ids, sources, captions)):
-            self.found[image_id] = (source, part, row, caption)
+            self.found[image_id, source] = (part, row, caption)
 
     def add_skip(self, image_id: str, source: str, reason: str) -> None:
-        self.found[image_id] = (source, None, None, reason)
+        self.found[image_id, source] = (None, None, reason)
 
     def add_index(self, index: GalleryIndex) -> None:
         """Rows and skips of the live index, when its sources file is intact."""
