@@ -8,7 +8,7 @@ A YAML file (see ``cgrs_ros/resources/engine_default.yaml`` and ``config/engine_
     captioner:       {name: image_to_text, model: Salesforce/blip-image-captioning-base}
     text_similarity: {name: sentence_transformers, model: sentence-transformers/all-MiniLM-L6-v2}
     retrieval:       {top_k: 20, fusion_weight: 0.5, normalization: zscore, caption_mode: cached, max_results: 10}
-    index:           {batch_size: 32, chunk_size: 256, rectify: none}
+    index:           {batch_size: 32, chunk_size: 256, rectify: none, max_image_side: 1024}
 
 Relative file paths inside model specs (checkpoints, local model folders) are resolved against the
 YAML file's folder, so a config and the weights it names can travel together.
@@ -79,19 +79,33 @@ class RetrievalSettings:
                        group_cosine=float(self.group_cosine))
 
 
+def require_positive_int(value, where: str) -> int:
+    """Counts and sizes from YAML: 0, -1, 2.5, "8" or true would fail deep inside a model or a loop."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CGRSInputError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+# Integer options of the model backends, checked here so a typo is named before any model loads.
+_POSITIVE_MODEL_OPTIONS = ("batch_size", "max_new_tokens", "num_beams")
+
+
 @dataclass(frozen=True)
 class IndexSettings:
     """How an index is built.  ``rectify`` and ``horizontal_platforms`` change the captions, so they
     are part of the index fingerprint (see :mod:`cgrs_ros.rectify`)."""
 
-    batch_size: int = 32     # images per encoder/captioner batch
+    batch_size: int = 32     # images per encoder/captioner batch (and decoded at once)
     chunk_size: int = 256    # images per resumable unit of work written to disk
     rectify: str = "none"    # none | north_up: turn aerial views north-up from their heading before captioning
     horizontal_platforms: tuple = ("ground",)   # platforms never turned (street-level photos)
+    max_image_side: int = 1024   # images are decoded downscaled to this longest side (bounds memory)
 
     def validated(self, where: str = "index") -> "IndexSettings":
         from .rectify import RECTIFY_MODES
 
+        for name in ("batch_size", "chunk_size", "max_image_side"):
+            require_positive_int(getattr(self, name), f"{where}.{name}")
         if self.rectify not in RECTIFY_MODES:
             raise CGRSInputError(f"{where}.rectify {self.rectify!r}; use one of {RECTIFY_MODES}")
         platforms = self.horizontal_platforms
@@ -148,6 +162,9 @@ def engine_config_from_dict(data: dict, base_dir: Path, source: str = "<dict>") 
         spec = data.get(kind)
         if not isinstance(spec, dict) or "name" not in spec:
             raise CGRSInputError(f"engine config {source}: '{kind}' must be a mapping with a 'name'")
+        for option in _POSITIVE_MODEL_OPTIONS:
+            if option in spec:
+                require_positive_int(spec[option], f"engine config {source}: {kind}.{option}")
         specs[kind] = _resolve_paths(spec, base_dir)
     try:
         retrieval = RetrievalSettings(**(data.get("retrieval") or {})).validated(f"{source}: retrieval")

@@ -32,7 +32,7 @@ def demo_paths(config: EngineConfig) -> tuple[Path, Path]:
 
 def ensure_demo_index(config: EngineConfig, progress: bool = True) -> Path:
     from .gallery import read_manifest
-    from .index import META, build_index
+    from .index import build_index
     from .world import generate_world
 
     world, index = demo_paths(config)
@@ -42,6 +42,6 @@ def ensure_demo_index(config: EngineConfig, progress: bool = True) -> Path:
         if not (world / "manifest.jsonl").is_file():
             generate_world(world, DEMO_WORLD["seed"], DEMO_WORLD["n_places"], views_drone=DEMO_WORLD["views_drone"],
                            ground=DEMO_WORLD["ground"], progress=progress)
-        if not (index / META).is_file():
-            build_index(read_manifest(world / "manifest.jsonl"), config, index, progress=progress)
+        # a no-op when the index is complete and current; otherwise it resumes, updates or replaces it
+        build_index(read_manifest(world / "manifest.jsonl"), config, index, progress=progress)
     return index

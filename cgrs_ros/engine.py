@@ -322,8 +322,8 @@ class CGRSEngine:
             if self.models.captioner is None:
                 from .models import CAPTIONERS
                 self.models.captioner = CAPTIONERS.build(self.config.model_spec("captioner"))
-            images = [load_image(self.index.image_path(r)) for r in missing]
             settings = self.config.index
+            images = [load_image(self.index.image_path(r), settings.max_image_side) for r in missing]
             images = views_for_captioner(images, [self.index.records[r] for r in missing],
                                          settings.rectify, settings.horizontal_platforms)
             captions = self.models.captioner.caption(images)

@@ -29,7 +29,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .errors import CGRSInputError
 from .geo import ALTITUDE_RANGE_M, LATITUDE_RANGE, LONGITUDE_RANGE
@@ -95,7 +95,10 @@ def _parse_coordinate(value: object, name: str, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CGRSInputError(f"{where}: field '{name}' is {value!r}, not a number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise CGRSInputError(f"{where}: field '{name}' is an integer too large for a coordinate") from None
     low, high = _GEO_RANGES[name]
     if not math.isfinite(value) or not low <= value <= high:
         raise CGRSInputError(f"{where}: field '{name}' = {value} is outside [{low}, {high}]")
@@ -139,7 +142,10 @@ class Gallery:
 def resolve_inside(root: Path, record: GalleryRecord, where: str) -> Path:
     """``root / record.path``, refusing absolute paths and ``..`` (or links) that leave ``root``."""
     candidate = Path(record.path)
-    full = (root / candidate).resolve()
+    try:
+        full = (root / candidate).resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte in the path, a symlink loop
+        raise CGRSInputError(f"{where}: image {record.image_id!r} has an unusable path {record.path!r}: {exc}") from exc
     if candidate.is_absolute() or root not in full.parents:
         raise CGRSInputError(f"{where}: image {record.image_id!r} has path {record.path!r}, "
                              f"which leaves the gallery folder {root}")
@@ -167,11 +173,22 @@ def write_manifest(records: Iterable[GalleryRecord], path: str | os.PathLike) ->
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write through a temporary file in the same folder and rename it into place."""
+    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, flush it to disk and rename it over
+    ``path``: a reader (or a rerun after a kill) sees the old file or the new one, never half of one.
+    The temporary file is removed when writing fails (a full disk must not leave litter behind)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

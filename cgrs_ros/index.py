@@ -5,40 +5,64 @@ index captions every gallery image once, at build time, and queries rerank again
 
 Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothing is pickled)::
 
-    index.json               what made it (fingerprint), counts, gallery root; written LAST
-    image_embeddings.npy     float32 (N, D) L2-normalised CLIP image vectors
-    caption_embeddings.npy   float32 (N, E) L2-normalised text vectors of the captions
-    records.jsonl            the N indexed gallery records, in row order, each with its caption
-    skipped.json             images that could not be read, with the reason
-    .partial/                resumable chunks of an unfinished build (removed when it completes)
+    index.json                 the commit point: what made the index (fingerprint), counts, the gallery
+                               root, the name of the data folder and checksums of every file in it
+    data-NNNN/                 one complete generation of the index, never modified once written:
+      image_embeddings.npy       float32 (N, D) L2-normalised CLIP image vectors
+      caption_embeddings.npy     float32 (N, E) L2-normalised text vectors of the captions
+      records.jsonl              the N indexed gallery records, in row order, each with its caption
+      skipped.json               images that could not be read, with the reason
+      sources.json               the file state (path, size, mtime, view) each row was made from
+    .build/                    work of a build in progress: finished chunks, the next generation
+    .lock                      held by the build that owns the folder
 
-A build works in chunks of ``index.chunk_size`` images; each finished chunk is written atomically
-under ``.partial/``, so a killed build resumes from its last finished chunk.  ``index.json`` only
-appears once every final file is in place, and a rebuild removes it first: a folder is either a
-complete index or refused by :func:`load_index`.
+Why this shape: a build must never lose a working index, whatever kills it.  A build writes the
+next generation beside the live one and switches by atomically replacing ``index.json``; only
+then is the old generation deleted.  So at every instant ``index.json`` names a complete, checked
+generation (or there is none yet), and anything else in the folder is leftover work that the next
+build reuses or removes.  Work is reused per image, keyed by its file state: a killed build resumes
+from its finished chunks, and a rebuild of a grown or edited gallery encodes only the images that
+are new or whose file changed (the rest is copied from the live index).  A rebuild of an unchanged
+gallery with the same models is a no-op.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import stat
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from .config import EngineConfig
+from .config import EngineConfig, IndexSettings
 from .errors import CGRSInputError
 from .fingerprint import engine_fingerprint, fingerprint_differences
-from .jsonl import read_jsonl
-from .gallery import Gallery, GalleryRecord, parse_record, resolve_inside, write_text_atomic
-from .rectify import views_for_captioner
+from .gallery import (Gallery, GalleryRecord, parse_record, resolve_inside, write_atomic,
+                      write_text_atomic)
+from .jsonl import decode_text, iter_jsonl, parse_json, read_bytes, read_json
+from .rectify import should_rectify, views_for_captioner
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 META = "index.json"
-PARTIAL = ".partial"
+BUILD = ".build"
+LOCK = ".lock"
+DATA_PREFIX = "data-"
+ARRAYS = (("image_embeddings", "image_dim"), ("caption_embeddings", "caption_dim"))
+# Files of a format-1 index (written straight into the folder); removed once a newer index replaces it.
+_FORMAT_1_FILES = ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json", ".partial")
+# Rows whose bytes are checksummed and whose finiteness and norm are checked on every load: a fixed,
+# evenly spread sample, so opening a 1M-row index costs a few hundred row reads, not a 3 GB scan.
+SAMPLE_ROWS = 256
+NORM_TOLERANCE = 1e-2     # fp16 encoders give norms within ~1e-3 of 1
+IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 @dataclass
@@ -57,168 +81,479 @@ class GalleryIndex:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def data_dir(self) -> Path:
+        """The generation the arrays and records were read from (the folder itself for an index
+        assembled in memory)."""
+        return self.path / self.meta.get("data", ".")
+
     def image_path(self, row: int) -> Path:
-        return resolve_inside(self.gallery_root, self.records[row], str(self.path / "records.jsonl"))
+        return resolve_inside(self.gallery_root, self.records[row], str(self.data_dir / "records.jsonl"))
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open and fully decode an image (a truncated file fails here, not later in a batch)."""
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB")
+# --- images ------------------------------------------------------------------------------------
 
+def load_image(path: Path, max_side: int = IndexSettings.max_image_side) -> Image.Image:
+    """Decode an image as RGB, upright, with its longest side at most ``max_side``.
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-
-
-def _gallery_signature(gallery: Gallery) -> list[str]:
-    return [f"{r.image_id}|{r.path}" for r in gallery.records]
-
-
-def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, models=None,
-                progress: bool = True) -> dict:
-    """Encode, caption and embed every gallery image into ``out_dir``; returns the summary.
-
-    ``models`` (a :class:`~cgrs_ros.models.ModelSet`) may be passed to reuse loaded models;
-    otherwise they are loaded from ``config`` and released at the end.
+    - Only regular files are opened (a FIFO at an image path would block ``open`` forever; it is
+      opened non-blocking and refused).
+    - JPEGs decode directly at a reduced scale and everything is downscaled at once, so memory
+      holds one full-resolution decode at most, never a batch of them.
+    - EXIF orientation is applied (phone photos are stored sideways with a rotate tag).
+    - 16-bit greyscale keeps its high byte (``convert("RGB")`` would clip it to white).
+    A truncated file fails here, not later in a batch.
     """
-    from .models import load_models
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path} is not a regular file ({_file_kind(mode)})")
+        with Image.open(handle) as image:
+            image.draft("RGB", (max_side, max_side))
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            small = _eight_bit(image)
+            small.thumbnail((max_side, max_side))
+            return small.convert("RGB")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META).unlink(missing_ok=True)  # from here on the folder is not a loadable index
-    partial = out_dir / PARTIAL
-    plan = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config),
-            "gallery": _gallery_signature(gallery), "chunk_size": config.index.chunk_size}
-    plan_path = partial / "plan.json"
-    if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
-        shutil.rmtree(partial)  # a different gallery or models: earlier chunks are useless
-    partial.mkdir(exist_ok=True)
-    _write_json(plan_path, plan)
 
-    size = config.index.chunk_size
-    chunks = [gallery.records[i:i + size] for i in range(0, len(gallery), size)]
-    done = {i for i in range(len(chunks)) if (partial / f"chunk_{i:05d}.json").is_file()}
-    own_models = models is None
-    models = models or load_models(config)
+def _eight_bit(image: Image.Image) -> Image.Image:
+    if image.mode not in _SIXTEEN_BIT_MODES:
+        return image
+    pixels = np.array(image)
+    np.clip(pixels, 0, 65535, out=pixels)
+    return Image.fromarray((pixels >> 8).astype(np.uint8), mode="L")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def image_source(gallery: Gallery, record: GalleryRecord, settings: IndexSettings) -> str:
+    """What an image's index entry depends on besides the models: ``file:`` + path, size, mtime and
+    the view (decode size, north-up turn), or ``skip:`` + why it cannot be read.  Equal sources mean
+    a finished result can be reused; a replaced or touched file gets a new one."""
     try:
-        bar = tqdm(total=len(gallery), initial=sum(len(chunks[i]) for i in done), unit="img",
-                   desc="indexing", disable=not progress, dynamic_ncols=True)
-        for number, chunk in enumerate(chunks):
-            if number not in done:
-                _build_chunk(gallery, chunk, models, config, partial, number, bar)
-        bar.close()
-    finally:
-        if own_models:
-            models.close()
-    meta = _finalise(gallery, config, out_dir, partial, len(chunks), plan["fingerprint"])
-    return dict(meta, resumed=sum(len(chunks[i]) for i in done))
+        info = os.stat(gallery.resolve(record))
+    except FileNotFoundError:
+        return "skip:file not found"
+    except OSError as exc:
+        return f"skip:cannot read: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"skip:not a regular file ({_file_kind(info.st_mode)})"
+    turn = record.heading if should_rectify(record, settings.rectify, settings.horizontal_platforms) else "-"
+    return f"file:{record.path}|{info.st_size}|{info.st_mtime_ns}|{settings.max_image_side}|{turn}"
 
 
-def _build_chunk(gallery, chunk, models, config, partial: Path, number: int, bar) -> None:
-    kept, images, skipped = [], [], []
-    for record in chunk:
-        try:
-            images.append(load_image(gallery.resolve(record)))
-            kept.append(record)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            skipped.append({"image_id": record.image_id, "path": record.path, "reason": str(exc)})
-    batch, settings = config.index.batch_size, config.index
-    image_vectors, captions = [], []
-    for start in range(0, len(images), batch):
-        part = images[start:start + batch]
-        image_vectors.append(models.retriever.encode_images(part))
-        captions.extend(models.captioner.caption(views_for_captioner(
-            part, kept[start:start + batch], settings.rectify, settings.horizontal_platforms)))
-        bar.update(len(part))
-    bar.update(len(skipped))
-    dim_image = models.retriever.embedding_dim
-    image_array = np.concatenate(image_vectors) if image_vectors else np.zeros((0, dim_image), np.float32)
-    matcher = models.text_similarity
-    caption_array = (matcher.encode(captions) if captions and matcher.embeds_captions
-                     else np.zeros((len(captions), matcher.embedding_dim), np.float32))
-    stem = partial / f"chunk_{number:05d}"
-    _save_npy_atomic(stem.with_suffix(".image.npy"), image_array)
-    _save_npy_atomic(stem.with_suffix(".caption.npy"), caption_array)
-    _write_json(stem.with_suffix(".json"), {"image_ids": [r.image_id for r in kept],
-                                            "captions": captions, "skipped": skipped})
+# --- checksums ---------------------------------------------------------------------------------
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def _finalise(gallery, config, out_dir: Path, partial: Path, n_chunks: int, fingerprint: dict) -> dict:
-    by_id = {r.image_id: r for r in gallery.records}
-    records, captions, skipped, image_parts, caption_parts = [], [], [], [], []
-    for number in range(n_chunks):
-        stem = partial / f"chunk_{number:05d}"
-        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-        records.extend(by_id[i] for i in meta["image_ids"])
-        captions.extend(meta["captions"])
-        skipped.extend(meta["skipped"])
-        image_parts.append(np.load(stem.with_suffix(".image.npy"), allow_pickle=False))
-        caption_parts.append(np.load(stem.with_suffix(".caption.npy"), allow_pickle=False))
-    if not records:
-        raise CGRSInputError(f"{gallery.source}: no gallery image could be read ({len(skipped)} skipped); "
-                             f"see {partial}")
-    _save_npy_atomic(out_dir / "image_embeddings.npy", np.concatenate(image_parts))
-    _save_npy_atomic(out_dir / "caption_embeddings.npy", np.concatenate(caption_parts))
-    write_text_atomic(out_dir / "records.jsonl", "".join(
-        json.dumps(dict(r.to_json(), caption=c), ensure_ascii=False) + "\n" for r, c in zip(records, captions)))
-    _write_json(out_dir / "skipped.json", skipped)
-    meta = {"format": INDEX_FORMAT, "fingerprint": fingerprint, "count": len(records),
-            "skipped": len(skipped), "gallery_root": str(gallery.root), "gallery_source": gallery.source,
-            "image_dim": int(image_parts[0].shape[1]), "caption_dim": int(caption_parts[0].shape[1]),
-            "engine": config.to_dict()}
-    _write_json(out_dir / META, meta)
-    shutil.rmtree(partial)
+def _sample_rows(n: int) -> np.ndarray:
+    return np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLE_ROWS)).round().astype(np.int64))
+
+
+def _array_digest(array: np.ndarray) -> str:
+    """sha256 of the shape, dtype and the sampled rows (see :data:`SAMPLE_ROWS`)."""
+    head = f"{array.dtype.str}{array.shape}".encode()
+    return _sha256(head + np.ascontiguousarray(array[_sample_rows(len(array))]).tobytes())
+
+
+def _check_array(array: np.ndarray, expected: str, file: Path) -> None:
+    """Sampled rows finite and unit-norm, and the sampled checksum equal to the one built."""
+    rows = _sample_rows(len(array))
+    sample = np.asarray(array[rows], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(sample).all(axis=1))
+    if bad.size:
+        raise CGRSInputError(f"index file {file} is corrupt: row {rows[bad[0]]} holds "
+                             f"NaN or infinite values; rebuild it with cgrs-index")
+    norms = np.linalg.norm(sample, axis=1)
+    off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+    if off.size:
+        raise CGRSInputError(f"index file {file} is corrupt: row {rows[off[0]]} has norm "
+                             f"{norms[off[0]]:.4g}, not 1; rebuild it with cgrs-index")
+    if _array_digest(array) != expected:
+        raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+def read_meta(path: Path) -> dict:
+    """``index.json`` of the index folder ``path``, checked field by field."""
+    meta_path = path / META
+    if not meta_path.is_file():
+        hint = " (an unfinished build: rerun cgrs-index to resume)" if (path / BUILD).is_dir() else ""
+        raise CGRSInputError(f"{path} is not a cgrs index: {META} is missing{hint}")
+    meta = read_json(meta_path, "index file")
+    if not isinstance(meta, dict):
+        raise CGRSInputError(f"{meta_path} is corrupt: expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != INDEX_FORMAT:
+        raise CGRSInputError(f"{meta_path}: index format {meta.get('format')!r}, this version reads {INDEX_FORMAT}; "
+                             f"rerun cgrs-index to rebuild it (the old index stays in place until the new one is complete)")
+    for name, kind in (("count", int), ("skipped", int), ("image_dim", int), ("caption_dim", int),
+                       ("data", str), ("gallery_root", str), ("fingerprint", dict), ("checksums", dict)):
+        value = meta.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise CGRSInputError(f"{meta_path} is corrupt: field '{name}' is missing or not a {kind.__name__}")
+    if not meta["data"].startswith(DATA_PREFIX) or Path(meta["data"]).name != meta["data"]:
+        raise CGRSInputError(f"{meta_path} is corrupt: field 'data' is {meta['data']!r}")
     return meta
 
 
 def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryIndex:
-    """Open a complete index; refuse an unfinished one, a corrupt one, or one made by other models."""
+    """Open a complete index; refuse an unfinished one, a corrupt one, or one made by other models.
+
+    Every file is checked against ``index.json``: the records and skipped list by a full sha256 (a
+    swapped line would label results wrongly), the arrays by shape, a sampled checksum, and sampled
+    rows being finite unit vectors (an all-NaN file would silently match nothing).
+    """
     path = Path(path)
-    meta_path = path / META
-    if not meta_path.is_file():
-        hint = " (an unfinished build: rerun cgrs-index to resume)" if (path / PARTIAL).is_dir() else ""
-        raise CGRSInputError(f"{path} is not a cgrs index: {META} is missing{hint}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CGRSInputError(f"{meta_path} is corrupt: {exc}") from exc
-    if meta.get("format") != INDEX_FORMAT:
-        raise CGRSInputError(f"{meta_path}: index format {meta.get('format')!r}, this version reads {INDEX_FORMAT}")
+    meta = read_meta(path)
     if config is not None:
-        diffs = fingerprint_differences(meta.get("fingerprint", {}), engine_fingerprint(config))
-        if diffs:
-            raise CGRSInputError(f"index {path} was built with other models than the config "
-                                 f"{config.source or ''} asks for; rebuild it with cgrs-index or use the "
-                                 f"config it was built with. Differences: " + "; ".join(diffs))
+        _check_fingerprint(path, meta["fingerprint"], config)
+    data, sums = path / meta["data"], meta["checksums"]
     arrays = {}
-    for name, dim_key in (("image_embeddings", "image_dim"), ("caption_embeddings", "caption_dim")):
-        file = path / f"{name}.npy"
+    for name, dim_key in ARRAYS:
+        file = data / f"{name}.npy"
         try:
             arrays[name] = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise CGRSInputError(f"index file {file} is missing or corrupt: {exc}") from exc
-        if arrays[name].shape != (meta["count"], meta[dim_key]):
-            raise CGRSInputError(f"index file {file} has shape {arrays[name].shape}, "
-                                 f"expected {(meta['count'], meta[dim_key])}")
+        if arrays[name].shape != (meta["count"], meta[dim_key]) or arrays[name].dtype != np.float32:
+            raise CGRSInputError(f"index file {file} has shape {arrays[name].shape} ({arrays[name].dtype}), "
+                                 f"expected {(meta['count'], meta[dim_key])} (float32)")
+        _check_array(arrays[name], sums.get(file.name), file)
     records, captions = [], []
-    records_path = path / "records.jsonl"
-    for where, row in read_jsonl(records_path, "index file"):
+    records_path = data / "records.jsonl"
+    for where, row in iter_jsonl(_checked_text(records_path, sums), records_path):
         if not isinstance(row, dict):
             raise CGRSInputError(f"{where}: corrupt index record")
         captions.append(str(row.pop("caption", "")))
         records.append(parse_record(row, where))
     if len(records) != meta["count"]:
-        raise CGRSInputError(f"{records_path} has {len(records)} records, index.json says {meta['count']}")
-    skipped_path = path / "skipped.json"
-    skipped = json.loads(skipped_path.read_text()) if skipped_path.is_file() else []
+        raise CGRSInputError(f"{records_path} has {len(records)} records, {META} says {meta['count']}")
+    skipped_path = data / "skipped.json"
+    skipped = parse_json(_checked_text(skipped_path, sums), f"index file {skipped_path}")
+    if not isinstance(skipped, list):
+        raise CGRSInputError(f"index file {skipped_path} is corrupt: expected a JSON list")
     return GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
                         arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped)
+
+
+def _checked_text(file: Path, sums: dict) -> str:
+    data = read_bytes(file, "index file")
+    if _sha256(data) != sums.get(file.name):
+        raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
+    return decode_text(data, file, "index file")
+
+
+def _check_fingerprint(path: Path, built: dict, config: EngineConfig) -> None:
+    wanted = engine_fingerprint(config)
+    for kind, options in built.items():
+        for key, value in (options.items() if isinstance(options, dict) else ()):
+            mine = wanted.get(kind, {}).get(key)
+            # the index was built from a local file or folder the config's path no longer reaches:
+            # the index is fine, the config is not (rebuilding would only fail, or use other weights)
+            if isinstance(value, str) and value.startswith(("file:", "dir:")) and isinstance(mine, str) \
+                    and not mine.startswith(("file:", "dir:")):
+                raise CGRSInputError(f"engine config {config.source or ''}: {kind}.{key} is {mine!r}, which does "
+                                     f"not exist (the index {path} was built from {value.split(':')[1]!r}); fix the path")
+    diffs = fingerprint_differences(built, wanted)
+    if diffs:
+        raise CGRSInputError(f"index {path} was built with other models than the config "
+                             f"{config.source or ''} asks for; rebuild it with cgrs-index or use the "
+                             f"config it was built with. Differences: " + "; ".join(diffs))
+
+
+# --- building ----------------------------------------------------------------------------------
+
+class _Results:
+    """Finished work by (image id, file state it was made from): its vectors and caption (a row of
+    some pair of arrays) or why the image was skipped.  Results for an older state of a file stay
+    in but never match the current one."""
+
+    def __init__(self):
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.found: dict[tuple[str, str], tuple] = {}
+        self.last_chunk = -1
+
+    def get(self, image_id: str, source: str):
+        """(part, row, caption), (None, None, reason) for a skip, or None when not done yet."""
+        return self.found.get((image_id, source))
+
+    def add_rows(self, image_array, caption_array, ids, sources, captions) -> None:
+        self.parts.append((image_array, caption_array))
+        part = len(self.parts) - 1
+        for row, (image_id, source, caption) in enumerate(zip(ids, sources, captions)):
+            self.found[image_id, source] = (part, row, caption)
+
+    def add_skip(self, image_id: str, source: str, reason: str) -> None:
+        self.found[image_id, source] = (None, None, reason)
+
+    def add_index(self, index: GalleryIndex) -> None:
+        """Rows and skips of the live index, when its sources file is intact."""
+        file = index.data_dir / "sources.json"
+        try:
+            sources = parse_json(_checked_text(file, index.meta["checksums"]), str(file))
+            rows, skipped = sources["rows"], sources["skipped"]
+        except (CGRSInputError, KeyError, TypeError):
+            return  # nothing reused from it; it is replaced as a whole
+        self.add_rows(index.image_embeddings, index.caption_embeddings, [r.image_id for r in index.records],
+                      rows, index.captions)
+        for entry, source in zip(index.skipped, skipped):
+            self.add_skip(entry["image_id"], source, entry["reason"])
+
+    def add_chunks(self, folder: Path, fingerprint: dict) -> None:
+        """Chunks an interrupted build finished with the same models; a half-written one is ignored."""
+        for file in sorted(folder.glob("chunk_[0-9][0-9][0-9][0-9][0-9].json")):
+            self.last_chunk = max(self.last_chunk, int(file.name[6:11]))
+            try:
+                chunk = parse_json(file.read_text(encoding="utf-8"), str(file))
+                arrays = [np.load(file.with_suffix(s), mmap_mode="r", allow_pickle=False)
+                          for s in (".image.npy", ".caption.npy")]
+                if chunk["fingerprint"] != fingerprint or any(len(a) != len(chunk["items"]) for a in arrays):
+                    continue
+                ids, sources, captions = zip(*chunk["items"]) if chunk["items"] else ((), (), ())
+            except (OSError, ValueError, EOFError, KeyError, TypeError):
+                continue
+            self.add_rows(*arrays, ids, sources, captions)
+            for image_id, source, reason in chunk["skipped"]:
+                self.add_skip(image_id, source, reason)
+
+
+def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, models=None,
+                progress: bool = True) -> dict:
+    """Make ``out_dir`` a complete index of ``gallery``; returns ``index.json``'s content plus
+    ``encoded`` (images decoded and run through the models now), ``reused`` and ``up_to_date``.
+
+    The live index in ``out_dir`` (if any) is replaced only by a complete new one; an index of the
+    same gallery and models is left alone; results of the live index and of an interrupted build
+    are reused for every image whose file is unchanged.  ``models`` (a
+    :class:`~cgrs_ros.models.ModelSet`) may be passed to reuse loaded models; otherwise they are
+    loaded from ``config`` when there is anything to encode, and released at the end.
+    """
+    out_dir = Path(out_dir)
+    settings, fingerprint = config.index, engine_fingerprint(config)
+    with _build_lock(out_dir):
+        sources = [image_source(gallery, record, settings) for record in gallery.records]
+        digest = _sha256(json.dumps([INDEX_FORMAT, fingerprint, str(gallery.root),
+                                     [[r.to_json(), s] for r, s in zip(gallery.records, sources)]],
+                                    sort_keys=True, ensure_ascii=False).encode())
+        try:
+            live = load_index(out_dir, config)
+        except CGRSInputError:
+            live = None
+        if live is not None and live.meta.get("source_digest") == digest:
+            _tidy(out_dir, live.meta["data"], committed=True)
+            return dict(live.meta, encoded=0, reused=live.meta["count"], up_to_date=True)
+        live_name = _live_data_name(out_dir)
+        _tidy(out_dir, live_name, committed=False)
+        results = _Results()
+        if live is not None:
+            results.add_index(live)
+        chunks = out_dir / BUILD / "chunks"
+        results.add_chunks(chunks, fingerprint)
+        work = [(record, source) for record, source in zip(gallery.records, sources)
+                if source.startswith("file:") and results.get(record.image_id, source) is None]
+        if work:
+            chunks.mkdir(parents=True, exist_ok=True)
+            _encode(gallery, work, config, fingerprint, models, chunks, results, progress)
+        meta = _finalise(gallery, config, out_dir, sources, results, digest, live_name)
+    return dict(meta, encoded=len(work), reused=len(gallery) - len(work), up_to_date=False)
+
+
+@contextmanager
+def _build_lock(out_dir: Path):
+    """Hold ``out_dir/.lock`` for the whole build: a second build into the same folder is refused.
+
+    A folder with other files and no trace of an index is refused too: a build removes what no
+    index refers to, and must never take a user's own ``data-2024/`` for a stale generation."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CGRSInputError(f"index folder {out_dir} is a file, not a folder")
+    if out_dir.is_dir() and not any((out_dir / name).exists() for name in (META, BUILD, LOCK)) \
+            and any(out_dir.iterdir()):
+        raise CGRSInputError(f"index folder {out_dir} holds other files and no cgrs index; "
+                             f"choose a new or empty folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / LOCK, "a")
+    except OSError as exc:
+        raise CGRSInputError(f"cannot write the index folder {out_dir}: {exc.strerror or exc}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CGRSInputError(f"index folder {out_dir} is being built by another process; "
+                                 f"wait for it to finish or choose another output folder") from None
+        yield
+
+
+def _live_data_name(out_dir: Path) -> str | None:
+    """The data folder ``index.json`` names, even when the index is unusable: never delete that one."""
+    try:
+        name = json.loads((out_dir / META).read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _tidy(out_dir: Path, live_name: str | None, committed: bool) -> None:
+    """Remove what no index refers to: other generations and temporary files; once ``live_name`` is
+    committed, also the build's work and the files of a format-1 index it replaced."""
+    for entry in out_dir.iterdir():
+        if entry.name.startswith(DATA_PREFIX) and entry.name != live_name and entry.is_dir():
+            shutil.rmtree(entry)
+        elif entry.name.startswith(".") and ".tmp-" in entry.name:
+            entry.unlink()
+    if committed:
+        for name in (BUILD,) + _FORMAT_1_FILES:
+            entry = out_dir / name
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.exists():
+                entry.unlink()
+
+
+def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _Results, progress) -> None:
+    """Encode ``work`` (record, source) in chunks of ``index.chunk_size``, each saved atomically."""
+    from .models import load_models
+
+    size = config.index.chunk_size
+    own_models = models is None
+    models = models or load_models(config)
+    try:
+        with tqdm(total=len(gallery), initial=len(gallery) - len(work), unit="img", desc="indexing",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for number, start in enumerate(range(0, len(work), size), start=results.last_chunk + 1):
+                _encode_chunk(gallery, work[start:start + size], models, config.index, fingerprint,
+                              chunks / f"chunk_{number:05d}", results, bar)
+    finally:
+        if own_models:
+            models.close()
+
+
+def _encode_chunk(gallery, work, models, settings: IndexSettings, fingerprint, stem: Path,
+                  results: _Results, bar) -> None:
+    """Decode, encode and caption one chunk batch by batch (only one batch of downscaled images is
+    ever in memory); write its arrays, then its JSON, which marks the chunk finished."""
+    items, skipped, image_parts = [], [], []
+    for start in range(0, len(work), settings.batch_size):
+        batch = work[start:start + settings.batch_size]
+        images, kept = [], []
+        for record, source in batch:
+            try:
+                images.append(load_image(gallery.resolve(record), settings.max_image_side))
+                kept.append((record, source))
+            except IMAGE_ERRORS as exc:
+                skipped.append([record.image_id, source, str(exc)])
+        if images:
+            image_parts.append(models.retriever.encode_images(images))
+            records = [record for record, _ in kept]
+            captions = models.captioner.caption(views_for_captioner(
+                images, records, settings.rectify, settings.horizontal_platforms))
+            items.extend([r.image_id, s, c] for (r, s), c in zip(kept, captions))
+        bar.update(len(batch))
+    image_array = (np.concatenate(image_parts) if image_parts
+                   else np.zeros((0, models.retriever.embedding_dim), np.float32))
+    matcher = models.text_similarity    # a pair scorer (cross-encoder) stores no caption vectors
+    caption_array = (matcher.encode([c for _, _, c in items]) if items and matcher.embeds_captions
+                     else np.zeros((len(items), matcher.embedding_dim), np.float32))
+    image_array, caption_array = (np.asarray(a, dtype=np.float32) for a in (image_array, caption_array))
+    _save_npy(stem.with_suffix(".image.npy"), image_array)
+    _save_npy(stem.with_suffix(".caption.npy"), caption_array)
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(
+        {"fingerprint": fingerprint, "items": items, "skipped": skipped}, ensure_ascii=False))
+    ids, sources, captions = zip(*items) if items else ((), (), ())
+    results.add_rows(image_array, caption_array, ids, sources, captions)
+    for image_id, source, reason in skipped:
+        results.add_skip(image_id, source, reason)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest: str,
+              live_name: str | None) -> dict:
+    """Assemble the next generation in ``.build/data``, move it beside the live one, and commit it
+    by replacing ``index.json``; then remove the old generation and the build's work."""
+    rows, skipped, skipped_sources = [], [], []
+    for record, source in zip(gallery.records, sources):
+        found = results.get(record.image_id, source) if source.startswith("file:") else None
+        if found is None or found[0] is None:
+            reason = found[2] if found else source[len("skip:"):]
+            skipped.append({"image_id": record.image_id, "path": record.path, "reason": reason})
+            skipped_sources.append(source)
+        else:
+            rows.append((record, source) + found)
+    if not rows:
+        raise CGRSInputError(f"{gallery.source}: no gallery image could be read ({len(skipped)} skipped: "
+                             f"{skipped[0]['path']}: {skipped[0]['reason']}, ...)")
+    image_array = _gather(results, [(part, row) for _, _, part, row, _ in rows], 0)
+    caption_array = _gather(results, [(part, row) for _, _, part, row, _ in rows], 1)
+    files = {
+        "image_embeddings.npy": image_array, "caption_embeddings.npy": caption_array,
+        "records.jsonl": "".join(json.dumps(dict(r.to_json(), caption=c), ensure_ascii=False) + "\n"
+                                 for r, _, _, _, c in rows).encode("utf-8"),
+        "skipped.json": (json.dumps(skipped, indent=1, ensure_ascii=False) + "\n").encode("utf-8"),
+        "sources.json": json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
+                                   ensure_ascii=False).encode("utf-8"),
+    }
+    stage = out_dir / BUILD / "data"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    checksums = {}
+    for name, content in files.items():
+        if isinstance(content, np.ndarray):
+            _save_npy(stage / name, content)
+            checksums[name] = _array_digest(content)
+        else:
+            write_atomic(stage / name, lambda handle, content=content: handle.write(content))
+            checksums[name] = _sha256(content)
+    name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
+    os.replace(stage, out_dir / name)
+    _fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
+    meta = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config), "count": len(rows),
+            "skipped": len(skipped), "gallery_root": str(gallery.root), "gallery_source": gallery.source,
+            "image_dim": int(image_array.shape[1]), "caption_dim": int(caption_array.shape[1]),
+            "engine": config.to_dict(), "data": name, "checksums": checksums, "source_digest": digest}
+    write_text_atomic(out_dir / META, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")  # the commit
+    _fsync_dir(out_dir)
+    _tidy(out_dir, name, committed=True)
+    return meta
+
+
+def _gather(results: _Results, where: list[tuple[int, int]], which: int) -> np.ndarray:
+    """Rows (part, row) of the image (0) or caption (1) arrays of ``results``, in order."""
+    width = results.parts[where[0][0]][which].shape[1]
+    out = np.empty((len(where), width), np.float32)
+    parts = np.array([p for p, _ in where])
+    rows = np.array([r for _, r in where])
+    for part in np.unique(parts):
+        mine = np.flatnonzero(parts == part)
+        out[mine] = results.parts[part][which][rows[mine]]
+    return out
+
+
+def _generation(name: str | None) -> int:
+    try:
+        return int(name[len(DATA_PREFIX):]) if name else 0
+    except ValueError:
+        return 0
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a power cut after the commit must not undo it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

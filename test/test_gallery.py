@@ -72,6 +72,9 @@ def test_manifest_round_trip(tmp_path):
     (_record(lon=None), "'lat' and 'lon' must both be numbers or both be null"),
     (_record(platform="uav"), "field 'platform' is 'uav'; expected one of drone, satellite, ground"),
     (_record(platform="Drone"), "field 'platform' is 'Drone'"),
+    (json.dumps(_record()).replace("47.3712", "1" + "0" * 400), "field 'lat' is an integer too large"),
+    ("[" * 100000 + "]" * 100000, "not valid JSON (nested too deeply)"),
+    (_record(path="images/a\u0000.png"), "has an unusable path 'images/a\\x00.png'"),
 ])
 def test_manifest_bad_row_is_named(tmp_path, bad, expected):
     path = _write_rows(tmp_path / "manifest.jsonl", _record("p0000_ok"), _record("p0002_ok"), bad)

@@ -30,3 +30,11 @@ def make_gallery(folder: Path, views: int = 3) -> Path:
                 lat=47.37 + p * 0.001, lon=8.54 + v * 0.0001, alt=50.0 + v, heading=(90.0 * v) % 360,
                 extras={"roof": name}))
     return write_manifest(records, folder / "manifest.jsonl")
+
+
+def snapshot(index) -> dict:
+    """Everything a loaded index serves, exactly (arrays as bytes): two builds compare equal only
+    when they would answer every query identically."""
+    return {"meta": index.meta, "records": [r.to_json() for r in index.records], "captions": index.captions,
+            "skipped": index.skipped, "image": index.image_embeddings.tobytes(),
+            "caption": index.caption_embeddings.tobytes()}

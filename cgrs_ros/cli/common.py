@@ -52,14 +52,17 @@ def load_gallery(args):
 
 
 def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv=None) -> int:
-    """Parse, run, and turn bad input into one clear line on stderr and exit status 2."""
+    """Parse, run, and turn bad input (or an unusable environment) into one clear line on stderr
+    and exit status 2."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("CGRS_LOG_LEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return main(args)
-    except CGRSInputError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+    except (CGRSInputError, OSError) as exc:
+        # OSError: the environment (a full disk, a read-only folder, a model folder or hub file
+        # that is not there); its message names the file.  Library messages span lines: keep one.
+        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

@@ -6,12 +6,13 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import CGRSInputError
 from .common import add_engine_options, add_ranking_options, engine_config, ranking_settings, run
 
 
 def _main(args) -> int:
     from ..engine import CGRSEngine
-    from ..evaluation import evaluate
+    from ..evaluation import MODES, evaluate
     from ..queries import read_queries
 
     config = engine_config(args)
@@ -22,8 +23,11 @@ def _main(args) -> int:
     else:
         queries = read_queries(args.queries)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        raise CGRSInputError(f"--modes {args.modes!r}: give a comma list of {', '.join(MODES)}")
     engine = CGRSEngine.load(config, args.index)
     try:
+        _check_places(queries, engine.index, args.queries or args.geotext)
         report = evaluate(engine, queries, modes=modes, settings=settings, progress=not args.no_progress)
     finally:
         engine.close()
@@ -34,6 +38,21 @@ def _main(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
     return 0
+
+
+def _check_places(queries, index, source: str) -> None:
+    """A query whose place has no indexed image can only miss: refuse a query file with no place in
+    the index (a query file for another gallery would score a plausible 0.00), warn about a few."""
+    places = {record.place_id for record in index.records}
+    scored = [q for q in queries if q.place_id is not None]
+    unknown = [q for q in scored if q.place_id not in places]
+    example = f"e.g. query {unknown[0].query_id!r} names place {unknown[0].place_id!r}" if unknown else ""
+    if unknown and len(unknown) == len(scored):
+        raise CGRSInputError(f"{source}: none of the {len(scored)} queries names a place of the index {index.path} "
+                             f"({example}); is it the query file of another gallery?")
+    if unknown:
+        print(f"cgrs-eval: warning: {len(unknown)} of {len(scored)} queries name a place with no indexed image "
+              f"({example}); they count as misses", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -129,6 +129,8 @@ def _read_json_list(path: Path) -> list:
     except json.JSONDecodeError as exc:
         raise CGRSInputError(
             f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from exc
+    except RecursionError as exc:
+        raise CGRSInputError(f"{path}: not valid JSON (nested too deeply)") from exc
     if not isinstance(data, list):
         raise CGRSInputError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
     return data

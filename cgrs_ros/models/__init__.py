@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import CGRSInputError
 from .captioners import CAPTIONERS, Captioner
 from .retrievers import RETRIEVERS, Retriever
 from .text_similarity import TEXT_SIMILARITIES, TextSimilarity
@@ -31,7 +32,12 @@ def load_models(config, kinds=tuple(REGISTRIES)) -> ModelSet:
     models = ModelSet()
     try:
         for kind in kinds:
-            setattr(models, kind, REGISTRIES[kind].build(config.model_spec(kind)))
+            spec = config.model_spec(kind)
+            try:
+                setattr(models, kind, REGISTRIES[kind].build(spec))
+            except OSError as exc:  # a missing folder or hub file: the library's message does not say which model
+                raise CGRSInputError(f"engine config {config.source}: cannot load {kind} {spec.get('model')!r}: "
+                                     + " ".join(str(exc).split())) from exc
     except BaseException:
         models.close()
         raise
