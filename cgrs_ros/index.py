@@ -175,7 +175,8 @@ def _check_array(array: np.ndarray, expected: str, file: Path) -> None:
         raise CGRSInputError(f"index file {file} is corrupt: row {rows[bad[0]]} holds "
                              f"NaN or infinite values; rebuild it with cgrs-index")
     norms = np.linalg.norm(sample, axis=1)
-    off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+    # zero-width caption vectors (a cross-encoder index stores none) have nothing to normalise
+    off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE) if array.shape[1] else np.zeros(0, np.int64)
     if off.size:
         raise CGRSInputError(f"index file {file} is corrupt: row {rows[off[0]]} has norm "
                              f"{norms[off[0]]:.4g}, not 1; rebuild it with cgrs-index")

@@ -26,17 +26,23 @@ def test_index_query_eval(tmp_path, tiny_gallery, tiny_engine_config_path):
 
     sheet = tmp_path / "sheet.png"
     query = cli("query", "a red roof next to a road", "--index", out, "--config", tiny_engine_config_path,
-                "--sheet", sheet, "--max-results", "3")
+                "--sheet", sheet, "--max-results", "3", "--images")
     assert query.returncode == 0, query.stderr
     rows = [line for line in query.stdout.splitlines() if line[:4].strip().isdigit()]
     assert len(rows) == 3 and rows[0].split()[0] == "1"
     image = cv2.imread(str(sheet))
     assert image is not None and image.shape[0] > 100 and image.shape[1] >= 3 * 160
 
+    places = cli("query", "a red roof", "--index", out, "--config", tiny_engine_config_path, "--top-k", "9")
+    rows = [line.split() for line in places.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert len(rows) >= 2 and len({r[1] for r in rows}) == len(rows)          # distinct places
+    assert all(r[2] == "3" for r in rows)                                      # each with its 3 views
+
     as_json = cli("query", "a red roof", "--index", out, "--config", tiny_engine_config_path, "--json")
     payload = json.loads(as_json.stdout)
     assert payload["reranked"] and len(payload["matches"]) == 5
     assert {"lat", "lon", "alt", "heading", "place_id", "caption", "score"} <= set(payload["matches"][0])
+    assert payload["places"][0]["n_views"] == 3 and payload["places"][0]["best"]["image_id"] in payload["places"][0]["views"]
 
     queries = write_queries([Query("q1", "red roof", "p00"), Query("q2", "blue roof", "p01"),
                              Query("q3", "unknown place", None)], tmp_path / "queries.jsonl")

@@ -47,7 +47,7 @@ class TextSimilarity(Protocol):
 class SentenceTransformerSimilarity:
     embeds_captions = True
 
-    def __init__(self, model: str = DEFAULT_TEXT_MODEL, batch_size: int = 64,
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, batch_size: int = 64, cache_queries: int = 10_000,
                  device: str | None = None, dtype: str | None = None):
         from sentence_transformers import SentenceTransformer
 
@@ -59,6 +59,8 @@ class SentenceTransformerSimilarity:
         self.model = SentenceTransformer(resolve_model_path(model), device=str(self.device))
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.embedding_dim = int(dimension())
+        self.cache_queries = int(cache_queries)
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
@@ -67,7 +69,13 @@ class SentenceTransformerSimilarity:
 
     def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None) -> np.ndarray:
         """Cosine of the query with each caption's stored vector (``captions`` are not re-read)."""
-        return np.asarray(caption_vectors, dtype=np.float32) @ self.encode([query])[0]
+        vector = self._queries.get(query)
+        if vector is None:
+            vector = self._queries[query] = self.encode([query])[0]
+        self._queries.move_to_end(query)      # a repeated goal is encoded once; least recent leave first
+        while len(self._queries) > self.cache_queries:
+            self._queries.popitem(last=False)
+        return np.asarray(caption_vectors, dtype=np.float32) @ vector
 
     def fingerprint(self) -> dict:
         return dict(self._spec, embedding_dim=self.embedding_dim)
