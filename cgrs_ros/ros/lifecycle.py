@@ -47,7 +47,9 @@ def load_serving(values: dict, run: Callable[[Job], None], log) -> Serving:
 
     datum = validate_datum(values["datum_latitude"], values["datum_longitude"], values["datum_altitude"])
     config = load_engine_config(values["engine_config"] or None)
-    changes = {"top_k": values["top_k"], "max_results": values["max_results"]}
+    changes = {"max_results": values["max_results"]}
+    if values["top_k"] > 0:
+        changes["top_k"] = values["top_k"]
     if values["fusion_weight"] >= 0.0:
         changes["fusion_weight"] = values["fusion_weight"]
     if values["caption_mode"]:
@@ -57,6 +59,8 @@ def load_serving(values: dict, run: Callable[[Job], None], log) -> Serving:
     index_dir = values["index_dir"] or _demo_index(config, log)
     log.info(f"loading engine: config {config.source}, index {index_dir}, device {device or config.device}")
     engine = CGRSEngine.load(config, index_dir=index_dir, device=device)
+    if engine.calibration is None:
+        log.warning(f"no calibrated confidence ({engine.calibration_note}): goal_pose is never forwarded")
     try:
         targets = place_targets(engine.index.records)
         return Serving(engine, datum, targets, GoalWorker(engine, run, log))
@@ -87,7 +91,7 @@ def query_options(engine, param: Callable, top_k: int = 0, fusion_weight: float 
                              "or '' for the node default")
     node_weight = param("fusion_weight")
     options = QueryOptions(
-        top_k=top_k or param("top_k"),
+        top_k=top_k or param("top_k") or None,
         fusion_weight=fusion_weight if fusion_weight >= 0.0 else (node_weight if node_weight >= 0.0 else None),
         caption_mode=caption_mode or param("caption_mode") or None,
         max_results=param("max_results"))

@@ -45,7 +45,8 @@ PARAMETERS = (
     Param("index_dir", "", "Gallery index folder; '' = the demo index (built on first use).", applies=CONFIGURE),
     Param("device", "auto", "Torch device for the models; '' = the engine config's device.",
           "'' | auto | cpu | cuda | cuda:N", applies=CONFIGURE),
-    Param("top_k", 20, "Coarse (CLIP) candidates reranked by captions.", ">= 1", int_range=(1, 100000)),
+    Param("top_k", 0, "Coarse (CLIP) candidates reranked by captions; 0 = the engine config's value "
+          "(the one its confidence calibration was fitted for).", ">= 0", int_range=(0, 100000)),
     Param("fusion_weight", -1.0, "Caption score's share of the fused score; < 0 = engine config's value.",
           "<= 1", float_range=(-1.0, 1.0)),
     Param("caption_mode", "", "Caption source for the rerank; '' = engine config's value.",

@@ -60,3 +60,14 @@ def nogeo_gallery(tiny_gallery, tiny_engine_config_path, tmp_path_factory) -> tu
     index_dir = tmp_path_factory.mktemp("nogeo_index")
     build_index(read_manifest(manifest), load_engine_config(tiny_engine_config_path), index_dir, progress=False)
     return index_dir, folder
+
+
+@pytest.fixture(scope="module")
+def client(node, ros_context):
+    """A client of the module's ``node`` fixture (each node test module starts its own node)."""
+    from cgrs_ros.ros.client import CGRSClient
+
+    c = CGRSClient(context=ros_context)
+    c.wait_for_node(timeout=30.0)
+    yield c
+    c.close()

@@ -39,16 +39,6 @@ def node(tiny_engine_files, ros_context, ros_domain, node_log):
     assert code == 0, f"node exited with {code}; log:\n{node_log.read_text()[-3000:]}"
 
 
-@pytest.fixture(scope="module")
-def client(node, ros_context):
-    from cgrs_ros.ros.client import CGRSClient
-
-    c = CGRSClient(context=ros_context)
-    c.wait_for_node(timeout=30.0)
-    yield c
-    c.close()
-
-
 def log_text(path: Path) -> str:
     return path.read_text(errors="replace")
 
@@ -239,7 +229,9 @@ def test_action_goal_reports_feedback_and_result(client):
     assert {"coarse", "captions", "rerank", "done"} <= set(stages), stages
     progress = [p for _, p in feedback]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
-    assert result.matches.reranked and len(result.matches.image_ids) == 4   # top_k 4 < max_results 5
+    # top_k 4 finds the places; each brings all its views, so the image ranking fills max_results 5
+    assert result.matches.reranked and len(result.matches.image_ids) == 5
+    assert all(m.n_views == 3 for m in result.matches.matches)
     assert result.message == result.matches.status and "4 candidates" in result.message
     assert len(result.matches.goal_id) == 32   # the action goal's UUID
 

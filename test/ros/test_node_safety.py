@@ -58,16 +58,6 @@ def node(tiny_engine_files, slow_config, ros_context, ros_domain, node_log):
     assert code == 0, f"node exited with {code}; log:\n{node_log.read_text()[-3000:]}"
 
 
-@pytest.fixture(scope="module")
-def client(node, ros_context):
-    from cgrs_ros.ros.client import CGRSClient
-
-    c = CGRSClient(context=ros_context)
-    c.wait_for_node(timeout=30.0)
-    yield c
-    c.close()
-
-
 def test_services_answer_within_1_s_during_a_slow_configure(node, client, slow_config, tiny_engine_config_path):
     assert client.get_state() == "unconfigured" and node.poll() is None   # caption_mode: off did not crash it
     client.wait_for_connections(outputs=("matches",))
