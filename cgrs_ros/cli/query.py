@@ -17,7 +17,9 @@ def format_table(result, images: bool = False) -> str:
     def cap(score):
         return "-" if math.isnan(score) else f"{score:.3f}"
 
-    lines = [f"query: {result.query}", f"status: {result.status}{' [DEGRADED]' if result.degraded else ''}"]
+    confidence = "not calibrated" if math.isnan(result.confidence) else f"{result.confidence:.3f}"
+    lines = [f"query: {result.query}", f"status: {result.status}{' [DEGRADED]' if result.degraded else ''}",
+             f"confidence that place 1 is right: {confidence}"]
     if images:
         header = (f"{'rank':>4} {'image':<22} {'place':<10} {'platform':<9} {'fused':>7} {'clip':>6} {'caption':>7}"
                   f" {'lat':>10} {'lon':>10} {'alt':>7}  caption")
