@@ -163,4 +163,4 @@ def out_of_world_goals(split: str, count: int = 60) -> list[str]:
     while len(picked) < count:
         picked.append(" ".join("".join(rng.choice(letters, int(rng.integers(3, 9))))
                                for _ in range(int(rng.integers(1, 5)))))
-    return picked[:max(count, len(picked))]
+    return picked

@@ -38,7 +38,7 @@ from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.ros import parameters
 from cgrs_ros.ros.lifecycle import check_text, load_serving, query_options, quiet_model_libraries
 from cgrs_ros.ros.outputs import Outputs
-from cgrs_ros.ros.worker import GoalSettings, GoalWorker, Job, Serving, feedback, run_goal
+from cgrs_ros.ros.worker import GoalSettings, Job, Serving, feedback, run_goal
 
 NODE_NAME = "cgrs_node"
 STOP_TIMEOUT_S = 30.0
