@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     parser.add_argument("--queries-per-place", type=int, default=3, help="queries per place (default 3)")
     parser.add_argument("--geotext", action="store_true", help="also export geotext/train.json (GeoText-1652 layout)")
+    parser.add_argument("--gazebo", action="store_true",
+                        help="also export gazebo/world.sdf: the places as a Gazebo (SDFormat 1.9) world about the datum")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = generate_world(args.out, args.seed, args.places, views_drone=args.views_drone, ground=args.ground,
                              size=args.size, queries_per_place=args.queries_per_place, geotext=args.geotext,
-                             progress=not args.quiet)
+                             gazebo=args.gazebo, progress=not args.quiet)
     except CGRSInputError as exc:
         print(f"cgrs-world: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,9 @@ lossless and deterministic, and nothing records a time or a path; same seed + op
 byte-identical files.  Separate streams per view also mean that, e.g., turning the ground view
 off leaves every aerial image unchanged.
 
+With ``gazebo``, ``gazebo/world.sdf`` (:mod:`.gazebo`) holds the same places as a simulation world,
+with the trees and cars of the very scenes the images were cut from.
+
 Atomicity: everything is written into a hidden sibling folder that replaces ``out_dir`` only at
 the end, so a killed run never leaves a manifest that names missing images.
 """
@@ -27,11 +30,12 @@ from ..gallery import GalleryRecord, write_manifest, write_text_atomic
 from ..queries import write_queries
 from .captions import describe
 from ..geo import DEMO_DATUM as DEFAULT_DATUM, Datum, enu_to_geodetic
+from .gazebo import GAZEBO_DIR, write_gazebo_world
 from .geotext_export import export_geotext
 from .ground import ground_camera, ground_view
 from .layout import Place, build_places
 from .query_text import make_queries, make_relation_queries
-from .scene import paint_scene
+from .scene import Scene, paint_scene
 from .views import View, drone_cameras, drone_view, satellite_view
 
 GENERATOR_VERSION = "1.0.0"
@@ -71,7 +75,7 @@ class WorldSpec:
 
 def generate_world(out_dir, seed: int, n_places: int, views_drone: int = 8, ground: bool = True,
                    size: int = 128, queries_per_place: int = 3, geotext: bool = False,
-                   progress: bool = True) -> Path:
+                   gazebo: bool = False, progress: bool = True) -> Path:
     """Write a world into ``out_dir`` (replacing an earlier world there) and return ``out_dir``."""
     spec = WorldSpec(seed, n_places, views_drone, ground, size, queries_per_place)
     out = Path(out_dir)
@@ -82,23 +86,27 @@ def generate_world(out_dir, seed: int, n_places: int, views_drone: int = 8, grou
     try:
         (tmp / "images").mkdir(parents=True)
         places = build_places(spec.seed, spec.n_places, spec.datum)
-        records = []
+        records, props = [], []
         with tqdm(total=spec.n_places * spec.images_per_place, unit="img", desc=f"world seed={seed}",
                   disable=not progress) as bar:
             for place in places:
-                for view in render_place(place, spec):
+                scene = paint_scene(place, spec.size, _rng(spec.seed, _SCENE, place.index))
+                for view in render_views(scene, spec):
                     record = _record(place, view, spec)
                     _write_png(tmp / record.path, view.image)
                     records.append(record)
                     bar.update()
+                props.append((scene.trees, scene.cars))
         queries = make_queries(places, spec.queries_per_place, _rng(spec.seed, _QUERIES))
         relation_queries = make_relation_queries(places, _rng(spec.seed, _RELATIONS))
         write_manifest(records, tmp / "manifest.jsonl")
         write_queries([q for q, _, _ in queries], tmp / "queries.jsonl")
         write_queries([q for q, _, _ in relation_queries], tmp / RELATION_QUERIES)
-        write_text_atomic(tmp / "world.json", _world_json(spec, geotext, places, queries + relation_queries))
+        write_text_atomic(tmp / "world.json", _world_json(spec, geotext, gazebo, places, queries + relation_queries))
         if geotext:
             export_geotext(records, tmp)
+        if gazebo:
+            write_gazebo_world(tmp / GAZEBO_DIR, places, props, spec.datum, name=f"cgrs_world_seed{spec.seed}")
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -106,10 +114,10 @@ def generate_world(out_dir, seed: int, n_places: int, views_drone: int = 8, grou
     return out
 
 
-def render_place(place: Place, spec: WorldSpec) -> Iterator[View]:
-    """All views of one place: satellite, drones, then the ground view."""
+def render_views(scene: Scene, spec: WorldSpec) -> Iterator[View]:
+    """All views of one place's scene: satellite, drones, then the ground view."""
+    place = scene.place
     seed, i = spec.seed, place.index
-    scene = paint_scene(place, spec.size, _rng(seed, _SCENE, i))
     yield satellite_view(scene, spec.size, _rng(seed, _VIEW, i, 0))
     for k, camera in enumerate(drone_cameras(place, spec.views_drone, spec.size, _rng(seed, _POSES, i)), start=1):
         yield drone_view(scene, camera, k, _rng(seed, _VIEW, i, k))
@@ -145,9 +153,10 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
-def _world_json(spec: WorldSpec, geotext: bool, places: list[Place], queries: list) -> str:
+def _world_json(spec: WorldSpec, geotext: bool, gazebo: bool, places: list[Place], queries: list) -> str:
     options = {k: v for k, v in asdict(spec).items() if k != "datum"}
     options["geotext"] = geotext
+    options["gazebo"] = gazebo
     doc = {
         "generator": "cgrs_ros.world", "version": GENERATOR_VERSION, "seed": spec.seed, "options": options,
         "datum": spec.datum.to_json(),

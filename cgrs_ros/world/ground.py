@@ -20,6 +20,7 @@ from .scene import ROOF_RGB, Car, Scene, Tree, car_outline
 from .views import View, visible_objects
 
 EYE_HEIGHT_M = 1.7
+CAR_HEIGHT_M = 1.45
 PITCH_UP_DEG = 8.0
 _WALLS = ((214, 206, 190), (196, 196, 192), (222, 214, 200), (180, 170, 156))
 _WINDOW = (62, 72, 88)
@@ -27,6 +28,11 @@ _FLAT_RGB = {"field": (176, 150, 84), "sports field": (72, 152, 68), "lake": (52
              "road": (84, 84, 88), "parking lot": (92, 92, 96), "round pool": (72, 186, 216),
              "rectangular pool": (72, 186, 216), "trees": (60, 104, 52)}
 _WATER = ("lake", "river", "round pool", "rectangular pool")
+
+
+def wall_rgb(place: Place) -> tuple[int, int, int]:
+    """Wall colour of a place's building (also the Gazebo export's)."""
+    return _WALLS[place.index % len(_WALLS)]
 
 
 def ground_camera(place: Place, size: int, rng: np.random.Generator) -> PinholeCamera:
@@ -106,7 +112,7 @@ def _building(image: np.ndarray, camera: PinholeCamera, place: Place) -> None:
     """
     fp, h = place.footprint, place.height_m
     roof = np.asarray(ROOF_RGB[place.colour], dtype=float)
-    wall = np.asarray(_WALLS[place.index % len(_WALLS)], dtype=float)
+    wall = np.asarray(wall_rgb(place), dtype=float)
     sun = np.array([math.sin(math.radians(place.sun_azimuth_deg)), math.cos(math.radians(place.sun_azimuth_deg))])
     eye = np.array([camera.east, camera.north])
     _roof(image, camera, place, roof, sun)
@@ -177,7 +183,7 @@ def _tree(image: np.ndarray, camera: PinholeCamera, tree: Tree) -> None:
 
 def _car(image: np.ndarray, camera: PinholeCamera, car: Car) -> None:
     corners = car_outline(car)
-    box = np.array([[c[0], c[1], z] for z in (0.0, 1.45) for c in corners])
+    box = np.array([[c[0], c[1], z] for z in (0.0, CAR_HEIGHT_M) for c in corners])
     pixels = camera.project_polygon(box[:4])
     if len(pixels) < 3:
         return

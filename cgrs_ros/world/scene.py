@@ -30,6 +30,8 @@ _PITCH = (72, 152, 68)
 _CROPS = ((192, 166, 92), (158, 128, 70))
 _TREE = ((34, 78, 38), (46, 92, 42), (30, 66, 34))
 _CAR = ((236, 236, 236), (30, 30, 34), (170, 172, 176), (168, 40, 36), (40, 70, 150))
+_GRASS = (96, 128, 64)
+_BRIDGE = (150, 150, 146)
 _SHADOW = 0.55                  # ground brightness inside a shadow
 BASE_MPP_AT_128 = 0.5           # canvas resolution for 128 px views; scales with the view size
 PYRAMID_LEVELS = 4
@@ -82,7 +84,7 @@ def paint_scene(place: Place, size: int, rng: np.random.Generator) -> Scene:
         painter.fill(canvas, _oriented_box(car.east, car.north, 0.9, 0.75, car.angle_deg), _shade(car.colour, 0.8))
     sun = _sun_vector(place)
     for tree in trees:
-        colour = _TREE[int(tree.radius * 10) % len(_TREE)]
+        colour = tree_rgb(tree)
         painter.circle(canvas, tree.east, tree.north, tree.radius, colour)
         painter.circle(canvas, tree.east + sun[0] * tree.radius * 0.3, tree.north + sun[1] * tree.radius * 0.3,
                        tree.radius * 0.55, _shade(colour, 1.25))
@@ -130,6 +132,19 @@ def _shade(colour, factor: float) -> tuple[int, int, int]:
     return _rgb(np.asarray(colour, dtype=float) * factor)
 
 
+# Main colour of every flat feature kind, of the grass, bridges and trees: what the aerial views show
+# and what the Gazebo export (world/gazebo.py) paints its geometry with.
+FEATURE_RGB = {"field": _CROPS[0], "sports field": _PITCH, "lake": _LAKE, "river": _RIVER, "road": _ASPHALT,
+               "parking lot": _shade(_ASPHALT, 1.15), "trees": _shade(_TREE[1], 1.3),
+               "round pool": _POOL_WATER, "rectangular pool": _POOL_WATER}
+GRASS_RGB, BRIDGE_RGB = _GRASS, _BRIDGE
+
+
+def tree_rgb(tree: Tree) -> tuple[int, int, int]:
+    """Crown colour of a tree (varies with its size, so clumps are not one flat colour)."""
+    return _TREE[int(tree.radius * 10) % len(_TREE)]
+
+
 def _sun_vector(place: Place) -> np.ndarray:
     a = math.radians(place.sun_azimuth_deg)
     return np.array([math.sin(a), math.cos(a)])
@@ -137,7 +152,7 @@ def _sun_vector(place: Place) -> np.ndarray:
 
 def _ground_texture(n: int, rng: np.random.Generator) -> np.ndarray:
     """Grass with low-frequency patches (mown / dry areas) and fine grain."""
-    base = np.array([96, 128, 64], dtype=np.float32) + rng.uniform(-10, 10, 3).astype(np.float32)
+    base = np.array(_GRASS, dtype=np.float32) + rng.uniform(-10, 10, 3).astype(np.float32)
     coarse = rng.standard_normal((n // 40 + 2, n // 40 + 2), dtype=np.float32)
     fine = rng.standard_normal((n // 4, n // 4), dtype=np.float32)
     patches = cv2.resize(coarse, (n, n), interpolation=cv2.INTER_CUBIC) * 11.0 \
@@ -204,7 +219,7 @@ def _props(place: Place, rng: np.random.Generator) -> tuple[list[Tree], list[Car
 def _paint_feature(canvas: np.ndarray, painter: _Painter, feature: Feature) -> None:
     kind, outline = feature.kind, feature.outline
     if kind == "field":
-        painter.fill(canvas, outline, _CROPS[0])
+        painter.fill(canvas, outline, FEATURE_RGB[kind])
         centre, long_axis, short_axis = _axes(feature)
         half_long = np.abs((outline - centre) @ long_axis).max()
         half_short = np.abs((outline - centre) @ short_axis).max()
@@ -212,7 +227,7 @@ def _paint_feature(canvas: np.ndarray, painter: _Painter, feature: Feature) -> N
             a = centre + short_axis * t
             painter.line(canvas, np.array([a - long_axis * half_long, a + long_axis * half_long]), _CROPS[1], 1.0)
     elif kind == "sports field":
-        painter.fill(canvas, outline, _PITCH)
+        painter.fill(canvas, outline, FEATURE_RGB[kind])
         centre, long_axis, short_axis = _axes(feature)
         inner = centre + (outline - centre) * 0.9
         painter.line(canvas, np.vstack([inner, inner[:1]]), _MARKING, 0.4)
@@ -224,19 +239,19 @@ def _paint_feature(canvas: np.ndarray, painter: _Painter, feature: Feature) -> N
         painter.line(canvas, ring, _MARKING, 0.4)
     elif kind == "lake":
         painter.fill(canvas, outline + (outline - outline.mean(axis=0)) * 0.08, (150, 140, 100))   # muddy shore
-        painter.fill(canvas, outline, _LAKE)
+        painter.fill(canvas, outline, FEATURE_RGB[kind])
     elif kind == "river":
-        painter.fill(canvas, outline, _RIVER)
-        painter.fill(canvas, feature.bridge, (150, 150, 146))
+        painter.fill(canvas, outline, FEATURE_RGB[kind])
+        painter.fill(canvas, feature.bridge, _BRIDGE)
         painter.line(canvas, np.vstack([feature.bridge, feature.bridge[:1]]), (110, 110, 108), 0.6)   # railings
     elif kind == "road":
-        painter.fill(canvas, outline, _ASPHALT)
+        painter.fill(canvas, outline, FEATURE_RGB[kind])
         half = len(outline) // 2
         middle = (outline[:half] + outline[half:][::-1]) / 2
         for i in range(0, len(middle) - 1, 2):                      # dashed centre line
             painter.line(canvas, middle[i:i + 2], _MARKING, 0.3)
     elif kind == "parking lot":
-        painter.fill(canvas, outline, _shade(_ASPHALT, 1.15))
+        painter.fill(canvas, outline, FEATURE_RGB[kind])
         centre, long_axis, short_axis = _axes(feature)
         half_long = np.abs((outline - centre) @ long_axis).max()
         for row in (-1, 1):
@@ -244,12 +259,12 @@ def _paint_feature(canvas: np.ndarray, painter: _Painter, feature: Feature) -> N
                 a = centre + long_axis * slot + short_axis * row * 2.0
                 painter.line(canvas, np.array([a, a + short_axis * row * 4.8]), _MARKING, 0.2)
     elif kind == "trees":
-        painter.fill(canvas, outline, _shade(_TREE[1], 1.3))   # undergrowth under the crowns
+        painter.fill(canvas, outline, FEATURE_RGB[kind])   # undergrowth under the crowns
     elif kind in ("round pool", "rectangular pool"):
         centre = outline.mean(axis=0)
         radius = np.linalg.norm(outline - centre, axis=1).max()
         painter.fill(canvas, centre + (outline - centre) * (1 + 1.2 / radius), _POOL_DECK)
-        painter.fill(canvas, outline, _POOL_WATER)
+        painter.fill(canvas, outline, FEATURE_RGB[kind])
         painter.fill(canvas, centre + (outline - centre) * 0.55, _shade(_POOL_WATER, 0.88))   # deeper middle
     else:
         raise ValueError(f"cannot paint feature kind {kind!r}")
