@@ -4,6 +4,7 @@
     ros2 launch cgrs_ros cgrs.launch.py params_file:=/path/params.yaml namespace:=drone1 device:=cuda:0
     ros2 launch cgrs_ros cgrs.launch.py autostart:=false      # leave it unconfigured for a lifecycle manager
     ros2 launch cgrs_ros cgrs.launch.py respawn:=true
+    ros2 launch cgrs_ros cgrs.launch.py extra_params_file:=W/gazebo/cgrs_node_datum.yaml   # a world's datum
 
 When the node process exits (a crash during configure or start-up included) the launch shuts down,
 so a supervisor (systemd, a container runtime) sees it, instead of ``ros2 launch`` hanging until
@@ -37,6 +38,7 @@ RESPAWN_DELAY_S = 5.0
 def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "cgrs_node.yaml")
     params_file = LaunchConfiguration("params_file")
+    extra_params_file = LaunchConfiguration("extra_params_file")
     namespace = LaunchConfiguration("namespace")
     device = LaunchConfiguration("device")
     use_sim_time = LaunchConfiguration("use_sim_time")
@@ -46,6 +48,9 @@ def generate_launch_description() -> LaunchDescription:
     arguments = [
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="ROS parameters file of the node (/**: ros__parameters:)"),
+        DeclareLaunchArgument("extra_params_file", default_value=params_file,
+                              description="Second parameters file applied over params_file (e.g. the datum of a "
+                                          "simulated world); default: params_file again, i.e. none"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
         DeclareLaunchArgument("device", default_value="auto",
                               description="Torch device: auto | cpu | cuda | cuda:N (overrides the params file)"),
@@ -68,6 +73,7 @@ def generate_launch_description() -> LaunchDescription:
         respawn_delay=RESPAWN_DELAY_S,
         parameters=[
             params_file,
+            extra_params_file,
             {"device": device,
              "use_sim_time": ParameterValue(use_sim_time, value_type=bool)},
         ],

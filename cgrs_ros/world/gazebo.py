@@ -31,7 +31,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import CGRSInputError
 from ..gallery import write_text_atomic
 from ..geo import Datum, geodetic_to_enu
 from .ground import CAR_HEIGHT_M, wall_rgb
@@ -41,6 +40,7 @@ from .scene import BRIDGE_RGB, FEATURE_RGB, GRASS_RGB, ROOF_RGB, Car, Tree, car_
 SDF_VERSION = "1.9"
 GAZEBO_DIR = "gazebo"               # sub-folder of a world folder that holds the export
 WORLD_FILE = "world.sdf"
+DATUM_PARAMS_FILE = "cgrs_node_datum.yaml"   # the node's datum parameters for this world
 ROOF_THICKNESS_M = 0.3
 SLAB_M = 0.05                       # thickness of a flat feature; stacked in painting order
 BRIDGE_DECK_M = (0.8, 0.4)          # deck height above the river, deck thickness
@@ -63,8 +63,22 @@ def place_pose(place: Place, datum: Datum) -> tuple[float, float, float]:
 
 def write_gazebo_world(folder: Path, places: Sequence[Place], props: Sequence[tuple[list[Tree], list[Car]]],
                        datum: Datum, name: str) -> Path:
-    """Write ``folder/world.sdf`` for ``places`` (with each place's scene trees and cars) and return it."""
-    return write_text_atomic(Path(folder) / WORLD_FILE, world_sdf(places, props, datum, name))
+    """Write ``folder/world.sdf`` for ``places`` (with each place's scene trees and cars) and, beside it,
+    the node's datum parameters for it (``launch/cgrs_sim.launch.py`` applies them); return the folder."""
+    folder = Path(folder)
+    write_text_atomic(folder / WORLD_FILE, world_sdf(places, props, datum, name))
+    write_text_atomic(folder / DATUM_PARAMS_FILE, datum_params(datum))
+    return folder
+
+
+def datum_params(datum: Datum) -> str:
+    """A ROS parameters file setting the node's datum to ``datum`` (the world's spherical coordinates)."""
+    return ("# The CGRS node's map origin = world.sdf's <spherical_coordinates>: the map frame is Gazebo's world\n"
+            "# frame.  Applied over the node's params_file by launch/cgrs_sim.launch.py (extra_params_file).\n"
+            "/**:\n  ros__parameters:\n"
+            f"    datum_latitude: {datum.latitude!r}\n"
+            f"    datum_longitude: {datum.longitude!r}\n"
+            f"    datum_altitude: {datum.altitude!r}\n")
 
 
 def world_sdf(places: Sequence[Place], props: Sequence[tuple[list[Tree], list[Car]]], datum: Datum,
@@ -83,25 +97,6 @@ def world_sdf(places: Sequence[Place], props: Sequence[tuple[list[Tree], list[Ca
         _place_model(world, place, pose, base, trees, cars)
     ET.indent(sdf, space=" ")
     return '<?xml version="1.0"?>\n' + ET.tostring(sdf, encoding="unicode") + "\n"
-
-
-def read_spherical_coordinates(world_file: Path) -> Datum:
-    """The datum a world file's ``<spherical_coordinates>`` names (for the node's datum parameters)."""
-    try:
-        root = ET.parse(world_file).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise CGRSInputError(f"cannot read the world file {world_file}: {exc}") from exc
-    coordinates = root.find("world/spherical_coordinates")
-    if coordinates is None:
-        raise CGRSInputError(f"{world_file} has no <world><spherical_coordinates>")
-    values = {}
-    for tag in ("latitude_deg", "longitude_deg", "elevation"):
-        text = coordinates.findtext(tag)
-        try:
-            values[tag] = float(text)
-        except (TypeError, ValueError):
-            raise CGRSInputError(f"{world_file}: <spherical_coordinates><{tag}> is {text!r}, not a number") from None
-    return Datum(values["latitude_deg"], values["longitude_deg"], values["elevation"])
 
 
 def _text(parent: ET.Element, tag: str, text: object) -> ET.Element:
