@@ -6,6 +6,7 @@ import sys
 import time
 
 from ..errors import CGRSInputError
+from .gazebo import GAZEBO_DIR, WORLD_FILE
 from .generate import generate_world
 
 
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queries-per-place", type=int, default=3, help="queries per place (default 3)")
     parser.add_argument("--geotext", action="store_true", help="also export geotext/train.json (GeoText-1652 layout)")
     parser.add_argument("--gazebo", action="store_true",
-                        help="also export gazebo/world.sdf: the places as a Gazebo (SDFormat 1.9) world about the datum")
+                        help="also write gazebo/world.sdf (the places as a Gazebo world about the datum) and "
+                             "gazebo/cgrs_node_datum.yaml (the node's datum for it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -42,4 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     images = args.places * (1 + args.views_drone + int(args.ground))
     print(f"wrote {images} images of {args.places} places and {args.places * args.queries_per_place} queries "
           f"to {out} in {time.perf_counter() - start:.1f} s")
+    if args.gazebo:
+        print(f"Gazebo world: {out / GAZEBO_DIR / WORLD_FILE} "
+              f"(ros2 launch cgrs_ros cgrs_sim.launch.py world_dir:={out / GAZEBO_DIR})")
     return 0

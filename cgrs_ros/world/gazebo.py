@@ -35,7 +35,8 @@ from ..gallery import write_text_atomic
 from ..geo import Datum, geodetic_to_enu
 from .ground import CAR_HEIGHT_M, wall_rgb
 from .layout import Feature, Place
-from .scene import BRIDGE_RGB, FEATURE_RGB, GRASS_RGB, ROOF_RGB, Car, Tree, car_outline, tree_rgb
+from .scene import (BRIDGE_RGB, DRAW_ORDER, FEATURE_RGB, GRASS_RGB, ROOF_RGB, Car, Tree, car_outline,
+                    tree_rgb)
 
 SDF_VERSION = "1.9"
 GAZEBO_DIR = "gazebo"               # sub-folder of a world folder that holds the export
@@ -45,8 +46,7 @@ ROOF_THICKNESS_M = 0.3
 SLAB_M = 0.05                       # thickness of a flat feature; stacked in painting order
 BRIDGE_DECK_M = (0.8, 0.4)          # deck height above the river, deck thickness
 BASE_DEPTH_M = 2.0                  # base plane this far below the lowest place's ground
-_LAYER = {"field": 0, "sports field": 0, "lake": 1, "river": 1, "trees": 2, "road": 3, "parking lot": 4,
-          "round pool": 5, "rectangular pool": 5}
+BASE_MARGIN_M = 400.0               # and this far beyond the outermost place centre (more than a place)
 # gz-sim systems: a world that names any plugin loads only those, so the defaults are listed too.
 _SYSTEMS = (("gz-sim-physics-system", "gz::sim::systems::Physics"),
             ("gz-sim-user-commands-system", "gz::sim::systems::UserCommands"),
@@ -163,7 +163,7 @@ def _sun(world: ET.Element) -> None:
 
 def _base_plane(world: ET.Element, poses: list[tuple[float, float, float]], base: float) -> None:
     """Grass under everything, at ``base``: what lies between the places' discs."""
-    reach = max(max(abs(e), abs(n)) for e, n, _ in poses) + 400.0
+    reach = max(max(abs(e), abs(n)) for e, n, _ in poses) + BASE_MARGIN_M
     model = ET.SubElement(world, "model", name="base_ground")
     _text(model, "static", "true")
     _pose(model, z=base)
@@ -224,15 +224,11 @@ def _building(model: ET.Element, place: Place) -> None:
 
 
 def _feature(model: ET.Element, feature: Feature, radius: float) -> None:
+    """A slab of the feature's outline, stacked in painting order (and a river's bridge deck)."""
     link = ET.SubElement(model, "link", name=f"{feature.direction}_{feature.kind.replace(' ', '_')}")
-    z = SLAB_M * _LAYER[feature.kind]
-    outline = feature.outline
-    if feature.kind in ("road", "river"):
-        outline = _band_within(outline, radius)
-    if len(outline) < 3:
-        return
-    _prism(link, "surface", outline, z, SLAB_M, FEATURE_RGB[feature.kind])
-    if feature.bridge is not None and np.all(np.hypot(*feature.bridge.T) <= radius):
+    outline = _band_within(feature.outline, radius) if feature.kind in ("road", "river") else feature.outline
+    _prism(link, "surface", outline, SLAB_M * DRAW_ORDER[feature.kind], SLAB_M, FEATURE_RGB[feature.kind])
+    if feature.bridge is not None:
         lift, thickness = BRIDGE_DECK_M
         _prism(link, "bridge", feature.bridge, lift, thickness, BRIDGE_RGB, collide=True)
 

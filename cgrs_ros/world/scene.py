@@ -75,7 +75,7 @@ def paint_scene(place: Place, size: int, rng: np.random.Generator) -> Scene:
     painter = _Painter(n, mpp)
     canvas = _ground_texture(n, rng)
     trees, cars = _props(place, rng)
-    order = sorted(range(len(place.features)), key=lambda i: _DRAW_ORDER[place.features[i].kind])
+    order = sorted(range(len(place.features)), key=lambda i: DRAW_ORDER[place.features[i].kind])
     for i in order:
         _paint_feature(canvas, painter, place.features[i])
     _paint_shadows(canvas, painter, place, trees, cars)
@@ -95,7 +95,8 @@ def paint_scene(place: Place, size: int, rng: np.random.Generator) -> Scene:
     return Scene(place, mpp, levels, trees, cars)
 
 
-_DRAW_ORDER = {"field": 0, "sports field": 0, "lake": 1, "river": 1, "trees": 2, "road": 3,
+# Painting order of the flat features (later ones cover earlier ones; the Gazebo export stacks its slabs so).
+DRAW_ORDER = {"field": 0, "sports field": 0, "lake": 1, "river": 1, "trees": 2, "road": 3,
                "parking lot": 4, "round pool": 5, "rectangular pool": 5}
 
 
