@@ -36,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --underlay) [[ $# -ge 2 ]] || die "--underlay needs a setup.bash"; underlay="$2"; shift 2 ;;
     --skip-rosdep) run_rosdep=0; shift ;;
     --skip-pip) pip_mode=skip; shift ;;
-    --pip-dry-run) pip_mode=dry-run; shift ;;
+    --pip-dry-run) pip_mode="dry-run"; shift ;;
     --pip-args) [[ $# -ge 2 ]] || die "--pip-args needs a value"; read -r -a pip_args <<< "$2"; shift 2 ;;
     -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
@@ -94,7 +94,7 @@ with open(sys.argv[1], "w") as out:
 print("install_workspace.sh: keeping " + ", ".join(pins))
 PY
   dry=()
-  [[ $pip_mode == dry-run ]] && dry=(--dry-run)
+  [[ $pip_mode == "dry-run" ]] && dry=(--dry-run)
   python3 -m pip install "${dry[@]}" "${pip_args[@]}" -r "$here/requirements-ml.txt" -c "$constraints"
 fi
 
