@@ -33,8 +33,10 @@ def sourced_environment(env: dict, *setup_files: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict:
-    colcon = shutil.which("colcon") or VENV / "bin" / "colcon"
-    if not Path(colcon).exists():
+    colcon = VENV / "bin" / "colcon"                  # requirements.txt installs it into the venv
+    if not colcon.exists():
+        colcon = Path(shutil.which("colcon") or colcon)
+    if not colcon.exists():
         if ros_required():
             pytest.fail("colcon is missing (requirements.txt installs colcon-common-extensions)", pytrace=False)
         pytest.skip("colcon not installed")
