@@ -62,9 +62,11 @@ def goal_id_of(handle) -> str:
 def start_node_process(params: dict | None = None, params_file: str | Path | None = None,
                        log_path: str | Path | None = None, domain_id: int | None = None,
                        env: dict | None = None, node_name: str | None = None,
-                       namespace: str | None = None) -> subprocess.Popen:
-    """Run ``python -m cgrs_ros.ros.node`` with ROS arguments; stdout+stderr go to ``log_path``."""
-    cmd = [sys.executable, "-m", "cgrs_ros.ros.node", "--ros-args"]
+                       namespace: str | None = None, executable: str | Path | None = None) -> subprocess.Popen:
+    """Run ``python -m cgrs_ros.ros.node`` (or ``executable``, e.g. a workspace's installed
+    ``lib/cgrs_ros/cgrs_node``) with ROS arguments; stdout+stderr go to ``log_path``."""
+    cmd = [str(executable)] if executable else [sys.executable, "-m", "cgrs_ros.ros.node"]
+    cmd.append("--ros-args")
     if params_file:
         cmd += ["--params-file", str(params_file)]
     for name, value in (params or {}).items():
