@@ -1,6 +1,6 @@
 """Text similarity models: how well a caption matches the query, for the rerank.
 
-Two kinds, selected by name:
+Three kinds, selected by name:
 
 - ``sentence_transformers`` (bi-encoder): query and captions are embedded separately and compared
   by cosine.  Caption vectors are computed once, at index time, so a query costs one encoding.
@@ -9,15 +9,23 @@ Two kinds, selected by name:
 - ``cross_encoder``: a sentence-transformers ``CrossEncoder`` reads the (query, caption) pair
   jointly, so it can check which landmark the caption puts on which side.  It costs one forward
   pass per candidate caption per query (identical captions are scored once, and recent
-  (query, caption) pairs are remembered).  The embedded
-  default is a small one trained on the training world (``cgrs-train``); for real data use a hub
-  reranker such as ``cross-encoder/ms-marco-MiniLM-L6-v2`` or ``BAAI/bge-reranker-v2-m3``.
+  (query, caption) pairs are remembered).  For real data use a hub reranker such as
+  ``cross-encoder/ms-marco-MiniLM-L6-v2`` or ``BAAI/bge-reranker-v2-m3``.
+- ``clause_match``: late interaction at the level of clauses over any sentence-transformers
+  bi-encoder.  Query and caption are cut into clauses ("a pond east of it", "a lake to the north of
+  the building"); a caption's score is the mean, over the query's clauses, of the best cosine with
+  any of its clauses.  A sentence vector averages "lake east" and "trees south" into the same point
+  as "lake south" and "trees east"; a clause vector keeps each landmark with its side (MiniLM:
+  "a pond to its east" scores 0.62 with "a lake to the east of the building", 0.55 with "... to the
+  south ..."), and each stated fact must find its own support.  Clause vectors are remembered by
+  text: templated captions repeat the same clauses all over a gallery.
 
-Both answer :meth:`TextSimilarity.score`; ``embeds_captions`` says whether the index must store
+All answer :meth:`TextSimilarity.score`; ``embeds_captions`` says whether the index must store
 caption vectors for the model (and so whether the index fingerprint depends on it).
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Protocol, Sequence
 
@@ -131,3 +139,65 @@ class CrossEncoderSimilarity:
 
     def close(self) -> None:
         self.model = None
+
+
+_CLAUSE_BREAK = re.compile(r"[.;,:?!()]|\b(?:and|with|whose|there is|there are)\b", re.IGNORECASE)
+
+
+def split_clauses(text: str) -> list[str]:
+    """Clauses of a query or caption: cut at punctuation and at the words that join facts."""
+    clauses = [" ".join(part.split()) for part in _CLAUSE_BREAK.split(text)]
+    return [c for c in clauses if c] or [" ".join(text.split())]      # never empty: punctuation only stays
+
+
+@TEXT_SIMILARITIES.register("clause_match")
+class ClauseMatchSimilarity:
+    """Mean over the query's clauses of the best clause cosine in the caption (see the module doc).
+
+    It needs no caption vectors in the index (``embeds_captions`` is False): clause vectors are
+    computed on first sight and kept in an LRU of ``cache_clauses`` texts.
+    """
+
+    embeds_captions = False
+    embedding_dim = 0
+
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, batch_size: int = 64, cache_clauses: int = 200_000,
+                 device: str | None = None, dtype: str | None = None):
+        self.encoder = SentenceTransformerSimilarity(model, batch_size=batch_size, cache_queries=0,
+                                                     device=device, dtype=dtype)
+        self._spec = {"name": "clause_match", "model": model}
+        self.cache_clauses = int(cache_clauses)
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        raise TypeError("clause_match compares clauses at query time; it stores no caption embedding")
+
+    def _clause_vectors(self, clauses: list[str]) -> dict[str, np.ndarray]:
+        missing = [c for c in dict.fromkeys(clauses) if c not in self._vectors]
+        if missing:
+            for clause, vector in zip(missing, self.encoder.encode(missing)):
+                self._vectors[clause] = vector
+        found = {c: self._vectors[c] for c in clauses}
+        for clause in found:                            # least recently used clauses leave first
+            self._vectors.move_to_end(clause)
+        while len(self._vectors) > max(self.cache_clauses, len(found)):
+            self._vectors.popitem(last=False)
+        return found
+
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None) -> np.ndarray:
+        query_clauses = split_clauses(query)
+        caption_clauses = {c: split_clauses(c) for c in dict.fromkeys(captions)}
+        vectors = self._clause_vectors(query_clauses + [c for cs in caption_clauses.values() for c in cs])
+        q = np.stack([vectors[c] for c in query_clauses])
+        by_caption = {}
+        for caption, clauses in caption_clauses.items():
+            similarity = q @ np.stack([vectors[c] for c in clauses]).T      # (query clauses, caption clauses)
+            by_caption[caption] = float(similarity.max(axis=1).mean())
+        return np.array([by_caption[c] for c in captions], dtype=np.float32)
+
+    def fingerprint(self) -> dict:
+        return dict(self._spec)
+
+    def close(self) -> None:
+        self.encoder.close()
+        self._vectors.clear()

@@ -1,0 +1,71 @@
+"""The clause matcher (``text_similarity: clause_match``): with the real MiniLM it tells which landmark
+a caption puts on which side, which the sentence bi-encoder cannot; it stores nothing in the index."""
+import numpy as np
+import pytest
+
+from cgrs_ros.config import load_engine_config
+from cgrs_ros.engine import CGRSEngine
+from cgrs_ros.index import load_index
+from cgrs_ros.models import TEXT_SIMILARITIES, load_models
+from cgrs_ros.models.text_similarity import split_clauses
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+QUERY = "Which block has a pond east of it and a grove to its south?"
+RIGHT = ("The image shows a small square building with a red roof in the centre. There is a lake to the "
+         "east of the building and a group of trees to the south of the building.")
+SWAPPED = RIGHT.replace("to the east", "to the SIDE_A").replace("to the south", "to the east") \
+               .replace("to the SIDE_A", "to the south")
+
+
+@pytest.fixture(scope="module")
+def matchers():
+    clause = TEXT_SIMILARITIES.build({"name": "clause_match", "model": MINILM, "device": "cpu"})
+    sentence = TEXT_SIMILARITIES.build({"name": "sentence_transformers", "model": MINILM, "device": "cpu"})
+    yield clause, sentence
+    clause.close()
+    sentence.close()
+
+
+def test_split_clauses_keeps_each_landmark_with_its_side():
+    assert split_clauses(QUERY) == ["Which block has a pond east of it", "a grove to its south"]
+    assert split_clauses(RIGHT)[-2:] == ["a lake to the east of the building",
+                                         "a group of trees to the south of the building"]
+    assert split_clauses("crimson roof, pond east") == ["crimson roof", "pond east"]
+    assert split_clauses("  ,;. ") == [",;."]                 # never an empty list
+
+
+def test_clause_match_reads_sides_that_the_sentence_vector_blurs(matchers):
+    clause, sentence = matchers
+    assert "to the south of the building" in SWAPPED and SWAPPED != RIGHT
+    right, swapped = clause.score(QUERY, [RIGHT, SWAPPED])
+    # a real margin, not a rounding difference: each stated side must find its own support
+    assert right - swapped > 0.03
+    vectors = sentence.encode([RIGHT, SWAPPED])
+    s_right, s_swapped = sentence.score(QUERY, [RIGHT, SWAPPED], vectors)
+    assert abs(s_right - s_swapped) < (right - swapped)
+
+
+def test_clause_vectors_are_cached_by_text_and_bounded(matchers):
+    clause, _ = matchers
+    first = clause.score(QUERY, [RIGHT, SWAPPED, RIGHT])
+    assert first.dtype == np.float32 and first.shape == (3,) and first[0] == first[2]
+    clause.cache_clauses = 3
+    again = clause.score(QUERY, [RIGHT, SWAPPED])
+    assert np.allclose(again, first[:2], atol=1e-5)
+    # the LRU keeps at least the clauses of the current call, and never grows past them
+    assert len(clause._vectors) == len(set(split_clauses(QUERY) + split_clauses(RIGHT) + split_clauses(SWAPPED)))
+    clause.cache_clauses = 200_000
+    with pytest.raises(TypeError, match="stores no caption embedding"):
+        clause.encode(["x"])
+
+
+def test_clause_match_is_swapped_in_on_a_bi_encoder_index(tiny_engine_files):
+    config_path, index_dir = tiny_engine_files
+    config = load_engine_config(config_path, text_similarity={"name": "clause_match", "model": MINILM})
+    index = load_index(index_dir, config)                   # no refusal: it stores nothing in the index
+    engine = CGRSEngine(config, index, load_models(config, ["retriever", "text_similarity"]))
+    try:
+        result = engine.query("a red roof with a lake to the east")
+        assert result.reranked and result.places and -1.0 <= result.places[0].best.caption_score <= 1.0
+    finally:
+        engine.close()
