@@ -5,8 +5,9 @@
 1. Validation world (seed 2): every world and relation query, plus the "fit" set of out-of-world
    goals (:func:`cgrs_ros.calibration.out_of_world_goals`), ranked by the default engine; label =
    its best place is the query's place (0 for every out-of-world goal).  A logistic model on the
-   absolute features is fitted and written to ``cgrs_ros/resources/embedded/calibration.json``
-   (``--write``), which the default engine config names.
+   absolute features, times an in-domain model on the caption evidence fitted against the
+   out-of-world goals (:class:`cgrs_ros.calibration.Calibration`), is fitted and written to
+   ``cgrs_ros/resources/embedded/calibration.json`` (``--write``), which the default engine config names.
 2. Test world (seed 3) and the "report" set of out-of-world goals: reliability diagram, ECE, and at
    the threshold the node uses (``min_confidence``): the share of correct goals forwarded, of wrong
    goals forwarded, and of out-of-world goals forwarded.  Results: bench/results/calibration_test.json.
@@ -17,7 +18,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from recall_benchmark import BI_ENCODER, RESULTS, Bench, prepare_index, prepare_world, with_matcher  # noqa: E402
 
-from cgrs_ros.calibration import (FEATURES, fit, fitted_for, out_of_world_goals, ranking_features,  # noqa: E402
+from cgrs_ros.calibration import (DOMAIN_FEATURES, FEATURES, fit, fitted_for, out_of_world_goals, ranking_features,  # noqa: E402
                                   reliability)
 from cgrs_ros.config import DEFAULT_ENGINE_CONFIG, load_engine_config  # noqa: E402
 from cgrs_ros.index import load_index  # noqa: E402
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     bench = Bench(config)
     try:
         x_val, y_val, k_val = features_and_labels(bench, config, 2, "fit")
-        calibration = fit(x_val, y_val, fitted_for(config), {
+        calibration = fit(x_val, y_val, k_val == "world", fitted_for(config), {
             "world_seed": 2, "places": 300, "queries": int((k_val == "world").sum()),
             "out_of_world_goals": int((k_val == "out-of-world").sum()), "command": "bench/calibration_benchmark.py"})
         if args.write:
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
     p_val = np.array([calibration.probability(x) for x in x_val])
     p_test = np.array([calibration.probability(x) for x in x_test])
     result = {
-        "features": list(FEATURES), "weights": calibration.weights, "bias": calibration.bias,
+        "features": list(FEATURES), "correct": asdict(calibration.correct),
+        "domain_features": [FEATURES[i] for i in DOMAIN_FEATURES], "in_domain": asdict(calibration.in_domain),
         "validation": {"reliability": reliability(p_val, y_val),
                        "at_threshold": forwarded(p_val, y_val, k_val, args.threshold)},
         "test": {"reliability": reliability(p_test[k_test == "world"], y_test[k_test == "world"]),

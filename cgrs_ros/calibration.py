@@ -3,15 +3,16 @@
 A fused score is relative: it says how the best candidate compares with the other candidates of
 the same query, so the best of any list, even the list returned for "banana", looks confident.
 A navigation stack needs an absolute measure.  This module maps *absolute* signals of a ranking
-to a probability with a logistic model fitted on the validation world (never the test world):
+to a probability with two logistic models fitted on the validation world (never the test world),
+see :class:`Calibration`:
 
-- ``caption``:  the best place's pooled caption score (a cross-encoder's P(caption fits query));
+- ``caption``:  the best place's pooled caption score (how well its captions support the goal);
 - ``caption_gap``: how far it is ahead of the runner-up place on that score;
 - ``clip``:     the best place's raw CLIP cosine with the query;
 - ``margin``:   the fused-score margin to the runner-up place.
 
 Out-of-world goals (gibberish, unrelated requests, emoji, other languages: :func:`out_of_world_goals`)
-are part of the fit as negatives, so "nothing here fits" has somewhere to go.  A calibration file
+are the negatives of the in-domain model, so "nothing here fits" has somewhere to go.  A calibration file
 records the engine fingerprint and retrieval settings it was fitted for; an engine with other
 models or settings gets no calibration (confidence NaN), never a wrong one.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from .errors import CGRSInputError
 
 FEATURES = ("caption", "caption_gap", "clip", "margin")
+DOMAIN_FEATURES = (0,)              # indexes into FEATURES: what says the goal is about this world at all
 # Retrieval settings the score distributions depend on (a calibration is only valid for them).
 CALIBRATED_SETTINGS = ("top_k", "fusion_weight", "normalization", "grouping", "place_views")
 
@@ -44,30 +46,58 @@ def ranking_features(ranking) -> np.ndarray | None:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Logistic:
+    """A logistic model on standardised features."""
+
     weights: tuple[float, ...]
     bias: float
     mean: tuple[float, ...]        # feature standardisation (fitted on validation)
     scale: tuple[float, ...]
+
+    def probability(self, features: np.ndarray) -> float:
+        z = (np.asarray(features, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return float(1.0 / (1.0 + math.exp(-float(np.dot(self.weights, z) + self.bias))))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(best place right) = P(the goal is about this world) x P(best place right | it is).
+
+    Two models, because one linear model cannot say "whatever else, the captions must support the
+    goal": on in-world goals the caption score barely separates right from wrong (the CLIP and the
+    margins do), so a single fit gives it almost no weight, and a gibberish goal that happens to hit
+    one image's CLIP vector hard ("parxww rqsyxn": CLIP 0.74, fused margin 1.3, caption 0.17 where
+    real goals have 0.31 and more) came out 0.84 confident.  ``in_domain`` sees only the caption
+    evidence (DOMAIN_FEATURES), fitted on the validation goals against the out-of-world goals;
+    ``correct`` sees all FEATURES, fitted on the validation goals alone.  An out-of-world goal is never
+    right, so the product is the probability the node needs.
+    """
+
+    correct: Logistic
+    in_domain: Logistic
     fitted_for: dict               # engine fingerprint + retrieval settings
     fitted_on: dict                # what data (for the record)
 
     def probability(self, features: np.ndarray | None) -> float:
         if features is None:
             return math.nan
-        z = (np.asarray(features, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
-        return float(1.0 / (1.0 + math.exp(-float(np.dot(self.weights, z) + self.bias))))
+        features = np.asarray(features, np.float64)
+        return self.in_domain.probability(features[list(DOMAIN_FEATURES)]) * self.correct.probability(features)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(dict(asdict(self), features=list(FEATURES)), indent=1) + "\n")
+        data = dict(asdict(self), features=list(FEATURES), domain_features=[FEATURES[i] for i in DOMAIN_FEATURES])
+        Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Calibration":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            if data.pop("features") != list(FEATURES):
+            if (data.pop("features"), data.pop("domain_features")) != (
+                    list(FEATURES), [FEATURES[i] for i in DOMAIN_FEATURES]):
                 raise ValueError("it was fitted on other features")
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+            models = {name: Logistic(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop(name).items()})
+                      for name in ("correct", "in_domain")}
+            return cls(**models, **data)
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CGRSInputError(f"calibration file {path} cannot be used: {exc}") from exc
 
@@ -92,8 +122,16 @@ def load_calibration(config) -> tuple[Calibration | None, str]:
     return calibration, ""
 
 
-def fit(features: np.ndarray, labels: np.ndarray, fitted_for_: dict, fitted_on: dict,
-        l2: float = 1e-2, iterations: int = 50) -> Calibration:
+def fit(features: np.ndarray, labels: np.ndarray, in_world: np.ndarray, fitted_for_: dict, fitted_on: dict) -> Calibration:
+    """Both models of a :class:`Calibration`: ``correct`` on the in-world goals' FEATURES and labels,
+    ``in_domain`` on every goal's DOMAIN_FEATURES against ``in_world``."""
+    x, in_world = np.asarray(features, np.float64), np.asarray(in_world, bool)
+    return Calibration(correct=fit_logistic(x[in_world], np.asarray(labels, np.float64)[in_world]),
+                       in_domain=fit_logistic(x[:, list(DOMAIN_FEATURES)], in_world.astype(np.float64)),
+                       fitted_for=fitted_for_, fitted_on=fitted_on)
+
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = 1e-2, iterations: int = 50) -> Logistic:
     """Logistic regression (Newton's method, small L2) on standardised features."""
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, np.float64)
@@ -109,8 +147,8 @@ def fit(features: np.ndarray, labels: np.ndarray, fitted_for_: dict, fitted_on: 
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return Calibration(tuple(float(v) for v in w[:-1]), float(w[-1]), tuple(float(v) for v in mean),
-                       tuple(float(v) for v in scale), fitted_for_, fitted_on)
+    return Logistic(tuple(float(v) for v in w[:-1]), float(w[-1]), tuple(float(v) for v in mean),
+                    tuple(float(v) for v in scale))
 
 
 def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict:

@@ -1,0 +1,47 @@
+"""The confidence model: an out-of-world goal gets a low probability even when its CLIP and margin
+features look like a confident in-world goal's, because the captions do not support it."""
+import math
+
+import numpy as np
+import pytest
+
+from cgrs_ros.calibration import Calibration, fit
+from cgrs_ros.errors import CGRSInputError
+
+
+def _validation(rng):
+    """In-world goals: caption 0.45-0.8, right when CLIP and margin are high; out-of-world goals:
+    caption 0.1-0.3 with any CLIP and margin (a gibberish goal can hit one image's vector hard)."""
+    n, m = 600, 60
+    caption = rng.uniform(0.45, 0.8, n)
+    clip, margin = rng.uniform(0.4, 0.8, n), rng.uniform(0.0, 1.5, n)
+    right = (rng.random(n) < 1 / (1 + np.exp(-(12 * (clip - 0.6) + 2 * (margin - 0.75))))).astype(float)
+    ood = np.column_stack([rng.uniform(0.1, 0.3, m), rng.uniform(-0.02, 0.02, m),
+                           rng.uniform(0.4, 0.8, m), rng.uniform(0.0, 1.5, m)])
+    world = np.column_stack([caption, rng.normal(0.01, 0.01, n), clip, margin])
+    return (np.vstack([world, ood]), np.concatenate([right, np.zeros(m)]),
+            np.concatenate([np.ones(n, bool), np.zeros(m, bool)]))
+
+
+def test_out_of_world_goal_with_strong_clip_features_is_not_confident(tmp_path):
+    x, y, in_world = _validation(np.random.default_rng(0))
+    calibration = fit(x, y, in_world, {"engine": "e"}, {"world_seed": 2})
+    strong_in_world = np.array([0.7, 0.02, 0.78, 1.4])
+    same_but_unsupported = np.array([0.17, 0.01, 0.78, 1.4])     # "parxww rqsyxn"
+    assert calibration.probability(strong_in_world) > 0.8
+    assert calibration.probability(same_but_unsupported) < 0.2
+    assert math.isnan(calibration.probability(None))
+    # the file round-trips, and a file of another feature set is refused with its path
+    calibration.save(tmp_path / "c.json")
+    again = Calibration.load(tmp_path / "c.json")
+    assert again.probability(strong_in_world) == pytest.approx(calibration.probability(strong_in_world))
+    (tmp_path / "old.json").write_text('{"features": ["caption"], "weights": [1.0], "bias": 0.0}')
+    with pytest.raises(CGRSInputError, match="old.json"):
+        Calibration.load(tmp_path / "old.json")
+
+
+def test_in_world_probabilities_are_calibrated_on_their_own_data():
+    x, y, in_world = _validation(np.random.default_rng(1))
+    calibration = fit(x, y, in_world, {}, {})
+    p = np.array([calibration.probability(f) for f in x[in_world]])
+    assert abs(p.mean() - y[in_world].mean()) < 0.03        # mean confidence = accuracy on the fit data
