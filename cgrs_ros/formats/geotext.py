@@ -65,12 +65,14 @@ def load_geotext(json_path: str | os.PathLike,
                  image_root: str | os.PathLike | None = None) -> tuple[Gallery, list[Query]]:
     """Gallery (one record per image) and queries (one per caption) of a GeoText-1652 JSON file.
 
-    ``image_root`` is the folder the items' ``image`` paths are relative to (default: the JSON's
-    folder).  Query ids are ``f"{image_id}#{n}"``, n counting that image's captions from 0.
+    ``image_root`` is the folder the items' ``image`` paths are relative to.  Default: the JSON's
+    folder, or its ``images/`` sub-folder when the first item's image is there and not beside the
+    JSON (the official GeoText-1652 layout: ``train.json`` next to ``images/train/...``).  Query ids
+    are ``f"{image_id}#{n}"``, n counting that image's captions from 0.
     """
     json_path = Path(json_path)
     items = _read_json_list(json_path)
-    root = Path(image_root if image_root is not None else json_path.parent).resolve()
+    root = Path(image_root if image_root is not None else _default_image_root(json_path, items)).resolve()
     images: dict[str, dict] = {}   # image_id -> merged annotation, in first-seen order
     queries: list[Query] = []
     clamped: list[str] = []   # where a box value was float noise outside [0, 1]
@@ -125,6 +127,15 @@ def load_geotext(json_path: str | os.PathLike,
         _log.warning("%s: %d bbox value(s) outside [0, 1] by at most %g clamped (first at %s)",
                      json_path, len(clamped), BBOX_NOISE, clamped[0])
     return Gallery(records, root, source=str(json_path)), queries
+
+
+def _default_image_root(json_path: Path, items: list) -> Path:
+    folder = json_path.parent
+    first = items[0].get("image") if items and isinstance(items[0], dict) else None
+    if (isinstance(first, str) and not (folder / first).exists()
+            and (folder / "images" / first).is_file()):
+        return folder / "images"
+    return folder
 
 
 def _read_json_list(path: Path) -> list:
