@@ -4,7 +4,7 @@
   official tool reads them; the image id is the file name without extension, so it must be unique).
   The public release has no ground truth, so every image is its own target
   (``place_id == image_id``); platform ``drone``; no geo (all ``null``).  Scoring against a
-  ground truth: :mod:`cgrs_ros.track4_score`.
+  ground truth: :mod:`cgrs_ros.track4_scoring`.
 - Queries: UTF-8 text, one ``q_00001<TAB>text`` per line (blank lines skipped); an id already in
   the submission form ``q1`` is accepted as well.
 - Submission (``submission.txt``): one line per query, ``q1 image_a ... image_j``: the query id
@@ -88,12 +88,51 @@ def load_track4_queries(path: str | os.PathLike) -> list[Query]:
     return queries
 
 
+def is_track4_query_id(value: object) -> bool:
+    """``q_00001`` or ``q1``."""
+    return isinstance(value, str) and _QUERY_ID_RE.fullmatch(value) is not None
+
+
 def submission_query_id(query_id: str) -> str:
     """``"q_00001"`` -> ``"q1"`` (underscore and leading zeros dropped); ``"q1"`` stays ``"q1"``."""
     match = _QUERY_ID_RE.fullmatch(query_id) if isinstance(query_id, str) else None
     if match is None:
         raise CGRSInputError(f"query id {query_id!r} is not a Track 4 id ('q_<digits>' or 'q<digits>')")
     return f"q{int(match.group(1))}"
+
+
+def read_track4_submission(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
+    """(query id, ranked image ids) per line of a ``submission.txt``, in file order.
+
+    Lenient where the format is (any whitespace between ids, blank lines skipped, any number of
+    ids), strict where a score would be wrong: a line without image ids, a query given twice, or
+    an id that is not a Track 4 query id is refused with ``file:line``.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        raise CGRSInputError(f"cannot read submission {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CGRSInputError(f"submission {path} is not UTF-8 text: {exc}") from exc
+    rankings, seen = [], {}
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{number}"
+        if not is_track4_query_id(fields[0]):
+            raise CGRSInputError(f"{where}: {fields[0][:40]!r} is not a query id ('q1' or 'q_00001')")
+        short = submission_query_id(fields[0])
+        if short in seen:
+            raise CGRSInputError(f"{where}: query {short!r} is ranked again (first on line {seen[short]})")
+        if len(fields) == 1:
+            raise CGRSInputError(f"{where}: query {short!r} has no ranked image ids")
+        seen[short] = number
+        rankings.append((short, fields[1:]))
+    if not rankings:
+        raise CGRSInputError(f"submission {path} holds no rankings")
+    return rankings
 
 
 def write_track4_submission(
