@@ -28,10 +28,9 @@ from ..gallery import GalleryRecord, write_text_atomic
 IMAGE_FOLDERS = {"train": "train", "test": "test/gallery_no_train"}
 
 
-def export_geotext(records: Iterable[GalleryRecord], root: Path) -> Path:
-    """Write ``root/geotext/{train,test}.json`` and their images under ``root/geotext/images/``;
-    return ``root/geotext``."""
-    out = root / "geotext"
+def export_geotext(records: Iterable[GalleryRecord], world: Path, out: Path) -> Path:
+    """Write ``out/{train,test}.json`` and their images under ``out/images/`` for the records of the
+    world folder ``world`` (a world's own export is ``world/geotext``); return ``out``."""
     items: dict[str, list[dict]] = {split: [] for split in IMAGE_FOLDERS}
     for record in records:
         building = record.place_id[1:]          # "p0007" -> "0007"
@@ -39,7 +38,7 @@ def export_geotext(records: Iterable[GalleryRecord], root: Path) -> Path:
         image = {split: f"{folder}/{building}/{name}" for split, folder in IMAGE_FOLDERS.items()}
         for path in image.values():
             (out / "images" / path).parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(root / record.path, out / "images" / path)
+            _link_or_copy(world / record.path, out / "images" / path)
         common = {"image_id": f"{building}/{name}", "sentences": record.extras["sentences"],
                   "bboxes": record.extras["bboxes"]}
         descriptions = record.extras["descriptions"]
