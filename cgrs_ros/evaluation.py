@@ -130,10 +130,8 @@ def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse",
             report.recall[mode] = recall_at_k(ranked_places, [q.place_id for q in scored], ks)
             continue
         if mode == "coarse":
-            vectors = encode_queries(engine, [q.text for q in scored])
-            scores = np.stack([engine.similarities(v).astype(np.float16) for v in vectors])
+            scores = map(engine.similarities, encode_queries(engine, [q.text for q in scored]))
         else:
-            scores = np.stack([official_protocol.ranking_scores(rows, len(records)).astype(np.float16)
-                               for rows in rankings[mode]])
+            scores = (official_protocol.ranking_scores(rows, len(records)) for rows in rankings[mode])
         report.recall[mode] = official_protocol.text_to_image_recall(scores, text_images, labels, ks)
     return report

@@ -20,7 +20,7 @@ no rclpy.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -47,24 +47,25 @@ def building_labels(buildings: Sequence[str]) -> np.ndarray:
     return labels
 
 
-def text_to_image_recall(scores: np.ndarray, text_images: Sequence[int], labels: np.ndarray,
+def text_to_image_recall(score_rows: Iterable[np.ndarray], text_images: Sequence[int], labels: np.ndarray,
                          ks: Sequence[int]) -> dict[int, float]:
     """Percent of texts whose building label is among the first K ranked images' labels.
 
-    ``scores``: texts x images, any float type (stored as float16 first, as the official code
-    does); ``text_images[t]``: the image row text ``t`` was written for; ``labels``: from
+    ``score_rows``: one score per image for each text, any float type (stored as float16 first,
+    as the official code does; rows may come from a generator, so a large gallery never needs the
+    whole matrix); ``text_images[t]``: the image row text ``t`` was written for; ``labels``: from
     :func:`building_labels`.
     """
-    scores = np.asarray(scores, dtype=np.float16)
-    if scores.ndim != 2 or scores.shape != (len(text_images), len(labels)):
-        raise ValueError(f"score matrix of shape {scores.shape} for {len(text_images)} texts "
-                         f"and {len(labels)} images")
     if not len(text_images):
         raise CGRSInputError("no texts to evaluate")
-    ranks = np.empty(len(text_images), dtype=np.int64)
-    for t, (row, image) in enumerate(zip(scores, text_images)):
+    ranks = []
+    for row, image in zip(score_rows, text_images, strict=True):
+        row = np.asarray(row, dtype=np.float16)
+        if row.shape != labels.shape:
+            raise ValueError(f"a score row of shape {row.shape} for {len(labels)} images")
         ranked_labels = labels[np.argsort(row)[::-1]]
-        ranks[t] = np.flatnonzero(ranked_labels == labels[image])[0]
+        ranks.append(int(np.flatnonzero(ranked_labels == labels[image])[0]))
+    ranks = np.array(ranks)
     return {k: 100.0 * float(np.mean(ranks < k)) for k in ks}
 
 
