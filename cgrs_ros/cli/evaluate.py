@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from ..errors import CGRSInputError
-from .common import add_engine_options, add_ranking_options, engine_config, ranking_settings, run
+from .common import (add_engine_options, add_ranking_options, engine_config, parse_modes, ranking_settings,
+                     run)
 
 
 def _main(args) -> int:
     from ..engine import CGRSEngine
-    from ..evaluation import MODES, PROTOCOLS, evaluate
+    from ..evaluation import PROTOCOLS, evaluate
     from ..queries import read_queries
 
     if args.protocol != PROTOCOLS[0] and not args.geotext:
@@ -29,9 +30,7 @@ def _main(args) -> int:
         _, queries = load_geotext(args.geotext, image_root=args.image_root)
     else:
         queries = read_queries(args.queries)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or set(modes) - set(MODES):
-        raise CGRSInputError(f"--modes {args.modes!r}: give a comma list of {', '.join(MODES)}")
+    modes = parse_modes(args.modes)
     engine = CGRSEngine.load(config, args.index)
     try:
         _check_places(queries, engine.index, args.queries or args.geotext)

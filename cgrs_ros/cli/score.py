@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from ..errors import CGRSInputError
-from .common import add_engine_options, add_ranking_options, run
+from .common import add_engine_options, add_ranking_options, parse_modes, run
 from .submit import track4_rankings
 
 
 def _main(args) -> int:
-    from ..evaluation import DEFAULT_KS, MODES
+    from ..evaluation import DEFAULT_KS
     from ..track4_scoring import read_ground_truth, score_rankings
 
     truth = read_ground_truth(args.ground_truth)
@@ -30,9 +30,7 @@ def _main(args) -> int:
     else:
         if not args.queries:
             raise CGRSInputError("--index needs --queries (the Track 4 query file to rank)")
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        if not modes or set(modes) - set(MODES):
-            raise CGRSInputError(f"--modes {args.modes!r}: give a comma list of {', '.join(MODES)}")
+        modes = parse_modes(args.modes)
         results = {mode: score_rankings(rankings, truth, source=f"{args.index} ({mode})")
                    for mode, rankings in track4_rankings(args, modes).items()}
     n = len(truth.queries)
