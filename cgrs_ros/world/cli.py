@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="render one ground-level view per place (default on)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     parser.add_argument("--queries-per-place", type=int, default=3, help="queries per place (default 3)")
-    parser.add_argument("--geotext", action="store_true", help="also export geotext/{train,test}.json and geotext/images/ (GeoText-1652 layout)")
+    parser.add_argument("--geotext", action="store_true", help="also export geotext/train.json (GeoText-1652 layout)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

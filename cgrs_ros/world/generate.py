@@ -98,7 +98,7 @@ def generate_world(out_dir, seed: int, n_places: int, views_drone: int = 8, grou
         write_queries([q for q, _, _ in relation_queries], tmp / RELATION_QUERIES)
         write_text_atomic(tmp / "world.json", _world_json(spec, geotext, places, queries + relation_queries))
         if geotext:
-            export_geotext(records, tmp, tmp / "geotext")
+            export_geotext(records, tmp)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

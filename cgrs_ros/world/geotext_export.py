@@ -28,9 +28,10 @@ from ..gallery import GalleryRecord, write_text_atomic
 IMAGE_FOLDERS = {"train": "train", "test": "test/gallery_no_train"}
 
 
-def export_geotext(records: Iterable[GalleryRecord], world: Path, out: Path) -> Path:
+def export_geotext(records: Iterable[GalleryRecord], world: Path, out: Path | None = None) -> Path:
     """Write ``out/{train,test}.json`` and their images under ``out/images/`` for the records of the
-    world folder ``world`` (a world's own export is ``world/geotext``); return ``out``."""
+    world folder ``world`` (default ``out``: ``world/geotext``, the world's own export); return ``out``."""
+    out = world / "geotext" if out is None else out
     items: dict[str, list[dict]] = {split: [] for split in IMAGE_FOLDERS}
     for record in records:
         building = record.place_id[1:]          # "p0007" -> "0007"
