@@ -20,6 +20,7 @@ setup(
             "cgrs-query = cgrs_ros.cli.query:main",
             "cgrs-eval = cgrs_ros.cli.evaluate:main",
             "cgrs-submit = cgrs_ros.cli.submit:main",
+            "cgrs-score = cgrs_ros.cli.score:main",
             "cgrs-demo = cgrs_ros.cli.demo:main",
             "cgrs-world = cgrs_ros.world.cli:main",
             "cgrs-train = cgrs_ros.training.cli:main",

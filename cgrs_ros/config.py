@@ -4,6 +4,7 @@ A YAML file (see ``cgrs_ros/resources/engine_default.yaml`` and ``config/engine_
 
     device: auto            # auto | cpu | cuda | cuda:N
     dtype: auto             # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
+                            # (a model spec's own dtype, e.g. captioner: {..., dtype: bfloat16}, wins)
     retriever:       {name: open_clip, model: ViT-B-32, pretrained: laion2b_s34b_b79k}
     captioner:       {name: image_to_text, model: Salesforce/blip-image-captioning-base}
     text_similarity: {name: sentence_transformers, model: sentence-transformers/all-MiniLM-L6-v2}
@@ -127,8 +128,13 @@ class EngineConfig:
     source: str = ""
 
     def model_spec(self, kind: str) -> dict:
-        """The spec a registry builds from, with the device settings added."""
-        return dict(getattr(self, kind), device=self.device, dtype=self.dtype)
+        """The spec a registry builds from, with the device settings added.
+
+        A model's own ``dtype`` wins over the global one: one model may need another precision
+        than the rest (Qwen2-VL is meant to run in bfloat16 while the CLIP stays in fp16).
+        """
+        spec = getattr(self, kind)
+        return dict(spec, device=self.device, dtype=spec.get("dtype", self.dtype))
 
     def to_dict(self) -> dict:
         data = asdict(self)

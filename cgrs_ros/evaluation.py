@@ -2,7 +2,9 @@
 
 A query is a hit at K when any image of its place is among the top K (GeoText-1652 / RoboSense
 protocol: positives are building-level).  Rankings are deterministic: equal scores keep gallery
-order (coarse) or coarse order (rerank), so a figure can be reproduced exactly.
+order (coarse) or coarse order (rerank), so a figure can be reproduced exactly.  This is the
+default protocol, ``place``; ``robosense-official`` reproduces the official evaluation code with its
+quirks, for comparison with the leaderboard (:mod:`cgrs_ros.official_protocol`).
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from . import official_protocol
 from .errors import CGRSInputError
 from .queries import Query
 
 DEFAULT_KS = (1, 5, 10)
 MODES = ("coarse", "cached", "online")
+PROTOCOLS = ("place", official_protocol.NAME)
 
 
 def recall_at_k(ranked_places: Sequence[Sequence[str]], positives: Sequence[str],
@@ -71,8 +75,7 @@ def rank_all(engine, texts: Sequence[str], modes: Sequence[str], settings, depth
     if not modes:
         raise CGRSInputError(f"no modes to evaluate; use one or more of {', '.join(MODES)}")
     started = time.perf_counter()
-    query_vectors = np.concatenate([engine.models.retriever.encode_texts(texts[i:i + batch_size])
-                                    for i in range(0, len(texts), batch_size)])
+    query_vectors = encode_queries(engine, texts, batch_size)
     encode_seconds = time.perf_counter() - started
     rankings, seconds = {}, {}
     for mode in modes:
@@ -89,19 +92,46 @@ def rank_all(engine, texts: Sequence[str], modes: Sequence[str], settings, depth
     return rankings, seconds
 
 
+def encode_queries(engine, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """CLIP text vectors of ``texts``, encoded in batches."""
+    return np.concatenate([engine.models.retriever.encode_texts(texts[i:i + batch_size])
+                           for i in range(0, len(texts), batch_size)])
+
+
 def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse", "cached"),
-             ks: Sequence[int] = DEFAULT_KS, settings=None, progress: bool = True) -> EvaluationReport:
-    """Rank every query with a known place under each mode; report Recall@K (percent) and time per query."""
+             ks: Sequence[int] = DEFAULT_KS, settings=None, progress: bool = True,
+             protocol: str = "place") -> EvaluationReport:
+    """Rank every query with a known place under each mode; report Recall@K (percent) and time per query.
+
+    ``protocol`` ``robosense-official`` scores the same rankings as the official code does (its
+    queries must be GeoText ones, ``<image_id>#<n>``); its coarse scores are every image's CLIP
+    cosine, so the query vectors are encoded once more (not part of the reported time).
+    """
+    if protocol not in PROTOCOLS:
+        raise CGRSInputError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     scored = [q for q in queries if q.place_id is not None]
     if not scored:
         raise CGRSInputError("none of the queries has a place_id: nothing to score")
     settings = settings or engine.config.retrieval
+    records = engine.index.records
+    if protocol == official_protocol.NAME:
+        text_images = official_protocol.query_image_rows([q.query_id for q in scored],
+                                                         [r.image_id for r in records])
+        labels = official_protocol.building_labels([r.place_id for r in records])
     rankings, seconds = rank_all(engine, [q.text for q in scored], modes, settings,
                                  depth=max(max(ks), settings.top_k), progress=progress)
     report = EvaluationReport(len(scored), tuple(ks), seconds_per_query=seconds, settings={
         key: value for key, value in asdict(settings).items() if key not in ("caption_mode", "max_results")})
-    places = np.array([r.place_id for r in engine.index.records])
+    report.settings["protocol"] = protocol
+    places = np.array([r.place_id for r in records])
     for mode in modes:
-        ranked_places = [places[rows[:max(ks)]].tolist() for rows in rankings[mode]]
-        report.recall[mode] = recall_at_k(ranked_places, [q.place_id for q in scored], ks)
+        if protocol == "place":
+            ranked_places = [places[rows[:max(ks)]].tolist() for rows in rankings[mode]]
+            report.recall[mode] = recall_at_k(ranked_places, [q.place_id for q in scored], ks)
+            continue
+        if mode == "coarse":
+            scores = map(engine.similarities, encode_queries(engine, [q.text for q in scored]))
+        else:
+            scores = (official_protocol.ranking_scores(rows, len(records)) for rows in rankings[mode])
+        report.recall[mode] = official_protocol.text_to_image_recall(scores, text_images, labels, ks)
     return report

@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import EngineConfig
 
 _MEANINGFUL = {
-    "retriever": ("name", "model", "pretrained", "checkpoint", "model_config"),
+    "retriever": ("name", "model", "pretrained", "checkpoint", "model_config", "force_quick_gelu"),
     "captioner": ("name", "model", "prompt", "max_new_tokens", "num_beams"),
     "text_similarity": ("name", "model"),
 }

@@ -1,4 +1,4 @@
-"""Every bad input to cgrs-index, cgrs-query, cgrs-eval and cgrs-submit: exit status 2 and one line
+"""Every bad input to cgrs-index, cgrs-query, cgrs-eval, cgrs-submit and cgrs-score: exit status 2 and one line
 naming the file, row or field; and a failed cgrs-index never harms the index already in --out.
 
 The commands run in-process (``main(argv)``, as the console scripts do) on real files and the tiny
@@ -96,6 +96,13 @@ def _lock(case):
     fcntl.flock(case.held, fcntl.LOCK_EX)
 
 
+def truth(text):
+    def write(case):
+        (case.tmp / "truth.txt").write_text(text)
+    return write
+
+
+SCORE = ["score", "--ground-truth", "{tmp}/truth.txt", "--submission", "{tmp}/s.txt"]
 INDEX = ["index", "--gallery", "{gallery}/m.jsonl", "--out", "{index}", "--config", "{config}", "--no-progress"]
 GOOD = manifest(ROW)
 QUERY = ["query", "red roof", "--index", "{index}", "--config", "{config}"]
@@ -209,6 +216,19 @@ CASES = [
     ("submit-out-is-a-folder", ["submit", "--index", "{index}", "--queries", "{tmp}/q.txt", "--out", "{tmp}",
                                 "--config", "{config}", "--no-progress"],
      lambda case: (case.tmp / "q.txt").write_text("q_1\tred roof\n"), "Is a directory"),
+    ("eval-official-protocol-needs-geotext", EVAL + ["--protocol", "robosense-official"],
+     queries({"query_id": "q1", "text": "red roof", "place_id": "p00"}), "labels each text by the image it describes"),
+    # --- local Track 4 scoring ----------------------------------------------------------------------
+    ("score-truth-missing", SCORE, None, "cannot read ground truth {tmp}/truth.txt"),
+    ("score-truth-line", SCORE, truth("image_a p1 extra\n"), "truth.txt:1: expected '<id> <building>', found 3 fields"),
+    ("score-truth-no-queries", SCORE, truth("image_a p1\n"), "truth.txt: needs images and queries"),
+    ("score-submission-missing", SCORE, truth("image_a p1\nq1 p1\n"), "cannot read submission {tmp}/s.txt"),
+    ("score-submission-line", SCORE, both(truth("image_a p1\nq1 p1\n"),
+                                          lambda case: (case.tmp / "s.txt").write_text("q1\n")),
+     "s.txt:1: query 'q1' has no ranked image ids"),
+    ("score-submission-of-other-queries", SCORE, both(truth("image_a p1\nq1 p1\n"),
+                                                      lambda case: (case.tmp / "s.txt").write_text("q7 image_a\n")),
+     "none of its 1 queries is in the ground truth"),
 ]
 
 

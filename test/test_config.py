@@ -60,3 +60,24 @@ def test_unknown_backend_and_option_are_named():
 def test_missing_config_file():
     with pytest.raises(CGRSInputError, match="cannot read engine config /nope.yaml"):
         load_engine_config("/nope.yaml")
+
+
+def test_a_models_own_dtype_wins_over_the_global_one():
+    """A captioner spec with ``dtype: bfloat16`` must reach the model as bfloat16 (the global
+    ``dtype`` used to replace it); models without their own dtype keep the global one."""
+    import torch
+
+    from cgrs_ros.config import DEFAULT_ENGINE_CONFIG, engine_config_from_dict
+    from cgrs_ros.models import load_models
+
+    data = yaml.safe_load(DEFAULT_ENGINE_CONFIG.read_text())
+    data.update(device="cpu", dtype="float32")
+    data["captioner"]["dtype"] = "bfloat16"
+    config = engine_config_from_dict(data, base_dir=DEFAULT_ENGINE_CONFIG.parent)
+    assert config.model_spec("captioner")["dtype"] == "bfloat16"
+    assert config.model_spec("retriever")["dtype"] == "float32"
+    models = load_models(config, ["captioner"])
+    try:
+        assert next(models.captioner.model.parameters()).dtype == torch.bfloat16
+    finally:
+        models.close()

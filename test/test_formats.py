@@ -155,6 +155,28 @@ def test_geotext_good_item_mutation_base_loads(tmp_path):
     assert len(gallery) == 1 and [q.query_id for q in queries] == ["0840/image-02.jpeg#0"]
 
 
+def test_geotext_bbox_float_noise_is_clamped_with_a_warning(tmp_path, caplog):
+    """1.0000001 and -0.00002 are float noise the official loader accepts: clamp into [0, 1], warn
+    once per file naming the first place; 1.01 stays refused (bad-item cases above: 1.5)."""
+    noisy = _good_item()
+    noisy["bboxes"] = [[0.5, 1.0000001, 0.2, 0.2], [-0.00002, 0.9, 0.1, 1.00005]]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps([_good_item(), noisy]), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="cgrs_ros.formats.geotext"):
+        gallery, _ = load_geotext(path)
+    assert gallery.records[0].extras["bboxes"] == [[0.5, 0.5, 0.2, 0.2], [0.1, 0.9, 0.1, 0.1],
+                                                    [0.5, 1.0, 0.2, 0.2], [0.0, 0.9, 0.1, 1.0]]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert f"{path}: 3 bbox value(s) outside [0, 1]" in warnings[0]
+    assert "first at " + f"{path}: item 1: field 'bboxes'[0]" in warnings[0]
+
+    noisy["bboxes"][1][3] = 1.01
+    path.write_text(json.dumps([noisy]), encoding="utf-8")
+    with pytest.raises(CGRSInputError, match=r"item 0: field 'bboxes'\[1\] is .*1\.01"):
+        load_geotext(path)
+
+
 @pytest.mark.parametrize("content, expected", [
     (b"[", r":1:2: not valid JSON"),
     (b'{"image_id": "0839/a.jpeg"}', r"expected a JSON list"),
@@ -215,7 +237,9 @@ def test_track4_queries():
 
 @pytest.mark.parametrize("line, expected", [
     ("q_00003 a building with spaces not a tab", "found no TAB"),
-    ("q3\ta building", "query id 'q3' is not 'q_' followed by digits"),
+    ("q_3x\ta building", "query id 'q_3x' is not 'q_<digits>'"),
+    ("q\ta building", "query id 'q' is not 'q_<digits>'"),
+    ("q1\tq_00001 again, as the submission writes it", "both become 'q1'"),
     ("Q_00003\ta building", "query id 'Q_00003'"),
     ("q_0000x\ta building", "query id 'q_0000x'"),
     ("\ta building", "query id ''"),
@@ -233,6 +257,30 @@ def test_track4_bad_query_line_is_named(tmp_path, line, expected):
     assert expected in str(info.value)
 
 
+def test_track4_queries_already_in_submission_form(tmp_path):
+    """The official tool takes ``q1<TAB>text`` as well as ``q_00001<TAB>text``."""
+    path = tmp_path / "queries.txt"
+    path.write_text("q1\ta white building\nq_00002\ta red roof\nq10\ta tower\n", encoding="utf-8")
+    queries = load_track4_queries(path)
+    assert [q.query_id for q in queries] == ["q1", "q_00002", "q10"]
+    assert [submission_query_id(q.query_id) for q in queries] == ["q1", "q2", "q10"]
+
+
+def test_track4_gallery_in_nested_folders(tmp_path):
+    """Images in sub-folders are read (hidden folders skipped); ids stay the file stems."""
+    for name in ("a/image_02.jpeg", "a/b/image_01.png", "image_03.jpg", ".cache/image_04.jpeg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    gallery = load_track4_gallery(tmp_path)
+    assert [(r.image_id, r.path) for r in gallery] == [
+        ("image_01", "a/b/image_01.png"), ("image_02", "a/image_02.jpeg"), ("image_03", "image_03.jpg")]
+    assert all(gallery.resolve(r).is_file() for r in gallery)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "image_01.jpeg").write_bytes(b"x")
+    with pytest.raises(CGRSInputError, match="a/b/image_01.png and c/image_01.jpeg both give image id"):
+        load_track4_gallery(tmp_path)
+
+
 def test_track4_query_file_errors(tmp_path):
     with pytest.raises(CGRSInputError, match="cannot read Track 4 query file"):
         load_track4_queries(tmp_path / "missing.txt")
@@ -248,7 +296,9 @@ def test_submission_query_id():
     assert submission_query_id("q_00001") == "q1"
     assert submission_query_id("q_01230") == "q1230"
     assert submission_query_id("q_7") == "q7"
-    for bad in ("q1", "q_", "x_0001", "q_00a1", 5):
+    assert submission_query_id("q12") == "q12"          # already in the submission form
+    assert submission_query_id("q012") == "q12"
+    for bad in ("q", "q_", "x_0001", "q_00a1", "Q1", "q 1", 5):
         with pytest.raises(CGRSInputError):
             submission_query_id(bad)
 
@@ -279,7 +329,8 @@ def test_write_submission_exact_text(tmp_path):
     ({"q_00001": ["image_a00.jpeg"] + _ranking("a", 11)[1:]}, "without the file extension"),
     ({"q_00001": ["image a"] + _ranking("a", 11)[1:]}, "ranks 'image a', not an image id"),
     ({"q_00001": "image_a00 image_a01"}, "must be a list of image ids"),
-    ({"q1": _ranking("a")}, "query id 'q1' is not a Track 4 id"),
+    ({"q1x": _ranking("a")}, "query id 'q1x' is not a Track 4 id"),
+    ([("q_00001", _ranking("a")), ("q1", _ranking("b"))], "query 'q1' appears twice"),
     ([("q_00001", _ranking("a")), ("q_1", _ranking("b"))], "query 'q_1' appears twice"),
     ({}, "no rankings"),
 ])

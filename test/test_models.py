@@ -76,3 +76,56 @@ def test_cuda_asked_for_without_cuda():
         pytest.skip("this machine has CUDA")
     with pytest.raises(CGRSInputError, match="CUDA is not available"):
         RETRIEVERS.build({"name": "open_clip", "model": "ViT-B-32", "device": "cuda"})
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "cgrs_ros.models.retrievers"]
+
+
+def test_quick_gelu_weights_under_a_gelu_model_name_warn(arch_and_weights, tmp_path, caplog):
+    """GeoRSCLIP (RS5M_*) and OpenAI weights were trained with QuickGELU; open_clip builds GELU for
+    a plain model name without a word.  Keep loading (the user may know better), but warn; with
+    force_quick_gelu the model is built with QuickGELU, silently, and its vectors change."""
+    config, weights, _ = arch_and_weights
+    georsclip = tmp_path / "RS5M_tiny-rs-clip.pt"
+    georsclip.write_bytes(weights.read_bytes())
+    spec = {"name": "open_clip", "model": "tiny-rs-clip", "pretrained": str(georsclip),
+            "model_config": str(config), "device": "cpu"}
+    with caplog.at_level("WARNING", logger="cgrs_ros.models.retrievers"):
+        gelu = RETRIEVERS.build(spec)
+    [said] = _warnings(caplog)
+    assert "'RS5M_tiny-rs-clip.pt' is named like QuickGELU-trained weights" in said
+    assert "use 'tiny-rs-clip-quickgelu' or set force_quick_gelu: true" in said
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cgrs_ros.models.retrievers"):
+        quick = RETRIEVERS.build(dict(spec, force_quick_gelu=True))
+    assert _warnings(caplog) == []
+    assert any(type(m).__name__ == "QuickGELU" for m in quick.model.modules())
+    assert not any(type(m).__name__ == "QuickGELU" for m in gelu.model.modules())
+    assert not np.allclose(quick.encode_texts(["a red roof"]), gelu.encode_texts(["a red roof"]), atol=1e-4)
+    assert quick.fingerprint()["force_quick_gelu"] is True and "force_quick_gelu" not in gelu.fingerprint()
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cgrs_ros.models.retrievers"):
+        RETRIEVERS.build(dict(spec, pretrained=str(weights)))      # RemoteCLIP-tiny.pt: loaded as GELU
+    assert _warnings(caplog) == []
+
+
+def test_quick_gelu_hint_from_names_and_safetensors_metadata(arch_and_weights, tmp_path):
+    from safetensors.torch import save_file
+
+    from cgrs_ros.models.retrievers import quick_gelu_hint
+
+    assert "named like QuickGELU" in quick_gelu_hint(["/m/ViT-B-32.pt"])           # OpenAI's JIT file
+    assert "named like QuickGELU" in quick_gelu_hint(["/m/GeoRSCLIP-ViT-B-32.safetensors"])
+    assert "named like QuickGELU" in quick_gelu_hint(["/m/openai_clip_b32.bin"])
+    assert quick_gelu_hint(["/m/RemoteCLIP-ViT-B-32.pt", "/m/laion_b32.pt", "/m/ViT-B-32-ft.pt"]) is None
+    state = {k: v.contiguous() for k, v in arch_and_weights[2].state_dict().items()}
+    for metadata, expected in (({"model_name": "ViT-B-32-quickgelu"}, "model_name=ViT-B-32-quickgelu"),
+                               ({"quick_gelu": "true"}, "quick_gelu=true"),
+                               ({"quick_gelu": "false", "format": "pt"}, None)):
+        path = tmp_path / "weights.safetensors"
+        save_file(state, str(path), metadata=metadata)
+        hint = quick_gelu_hint([str(path)])
+        assert (hint is None) if expected is None else (expected in hint)

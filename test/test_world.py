@@ -46,7 +46,8 @@ def _haversine_m(lat1, lon1, lat2, lon2) -> float:
 
 def test_same_seed_gives_identical_bytes(worlds):
     a, b = _files(worlds["a"]), _files(worlds["b"])
-    assert len(a) == 4 + 1 + 2 * PLACES * PER_PLACE  # manifest, 2 query files, world, train.json, images twice
+    # manifest, 2 query files, world, train.json + test.json, images thrice (world, GeoText train and test)
+    assert len(a) == 4 + 2 + 3 * PLACES * PER_PLACE
     assert a.keys() == b.keys()
     assert [name for name in a if a[name] != b[name]] == []
 
@@ -191,19 +192,43 @@ def test_caption_accuracy_counts_each_attribute():
 
 
 def test_geotext_export_layout(worlds):
+    """train.json: one item per description (caption a string); test.json: one item per image
+    (caption the list of its descriptions); images under images/ with paths relative to it."""
     root = worlds["a"] / "geotext"
-    items = json.loads((root / "train.json").read_text(encoding="utf-8"))
     gallery = {r.image_id: r for r in read_manifest(worlds["a"])}
-    assert isinstance(items, list) and len(items) == PLACES * PER_PLACE
-    for item in items:
-        assert set(item) == {"image_id", "image", "caption", "sentences", "bboxes"}
-        building, name = item["image_id"].split("/")
-        record = gallery[Path(name).stem]
-        assert item["image_id"][:4] == building == record.place_id[1:]
-        assert item["image"] == f"train/{item['image_id']}"
-        assert item["caption"] == record.extras["descriptions"][0]
-        assert len(item["sentences"]) == len(item["bboxes"]) and item["sentences"] == record.extras["sentences"]
-        assert (root / item["image"]).read_bytes() == (worlds["a"] / record.path).read_bytes()
+    train = json.loads((root / "train.json").read_text(encoding="utf-8"))
+    test = json.loads((root / "test.json").read_text(encoding="utf-8"))
+    assert len(test) == PLACES * PER_PLACE and len(train) == 3 * len(test)
+    for split, items in (("train", train), ("test", test)):
+        for item in items:
+            assert set(item) == {"image_id", "image", "caption", "sentences", "bboxes"}
+            building, name = item["image_id"].split("/")
+            record = gallery[Path(name).stem]
+            assert item["image_id"][:4] == building == record.place_id[1:]
+            folder = "train" if split == "train" else "test/gallery_no_train"
+            assert item["image"] == f"{folder}/{item['image_id']}"
+            assert item["sentences"] == record.extras["sentences"] and len(item["bboxes"]) == len(item["sentences"])
+            assert (root / "images" / item["image"]).read_bytes() == (worlds["a"] / record.path).read_bytes()
+    for item in test:
+        assert item["caption"] == gallery[Path(item["image_id"]).name.rsplit(".", 1)[0]].extras["descriptions"]
+    assert [i["caption"] for i in train] == [text for i in test for text in i["caption"]]
+    # a building's images are consecutive (the official test loader numbers buildings as they change)
+    buildings = [i["image_id"][:4] for i in test]
+    assert buildings == sorted(buildings)
+
+
+def test_geotext_export_loads_from_either_file(worlds):
+    """Both files load without --image-root (images/ is found) into one gallery and the same queries."""
+    from cgrs_ros.formats import load_geotext
+
+    root = worlds["a"] / "geotext"
+    train_gallery, train_queries = load_geotext(root / "train.json")
+    test_gallery, test_queries = load_geotext(root / "test.json")
+    assert [r.image_id for r in train_gallery] == [r.image_id for r in test_gallery]
+    assert train_gallery.root == test_gallery.root == (root / "images").resolve()
+    assert all(test_gallery.resolve(r).is_file() for r in test_gallery)
+    assert [(q.query_id, q.text) for q in train_queries] == [(q.query_id, q.text) for q in test_queries]
+    assert len(test_queries) == 3 * len(test_gallery)
 
 
 def test_cli_options_replacement_and_refusal(tmp_path, capsys):

@@ -1,1 +1,1 @@
-"""Command-line tools over the core: cgrs-index, cgrs-query, cgrs-eval, cgrs-demo."""
+"""Command-line tools over the core: cgrs-index, cgrs-query, cgrs-eval, cgrs-submit, cgrs-score, cgrs-demo."""

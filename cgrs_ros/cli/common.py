@@ -30,6 +30,15 @@ def add_ranking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def parse_modes(text: str) -> list[str]:
+    """``--modes coarse,cached`` -> ``["coarse", "cached"]``; empty or unknown modes are refused."""
+    from ..evaluation import MODES
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        raise CGRSInputError(f"--modes {text!r}: give a comma list of {', '.join(MODES)}")
+    return modes
+
+
 def ranking_settings(args, config):
     from ..engine import QueryOptions
     return QueryOptions(top_k=args.top_k, fusion_weight=args.fusion_weight).apply(config.retrieval)

@@ -1,4 +1,8 @@
-"""cgrs-eval: text->image Recall@1/5/10 with place-level positives, coarse and CGRS in one run."""
+"""cgrs-eval: text->image Recall@1/5/10 with place-level positives, coarse and CGRS in one run.
+
+``--protocol robosense-official`` scores the same rankings the way the official Track 4 / GeoText
+evaluation code does (off-by-one building labels, fp16 scores), to compare with the leaderboard.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,14 +11,18 @@ import sys
 from pathlib import Path
 
 from ..errors import CGRSInputError
-from .common import add_engine_options, add_ranking_options, engine_config, ranking_settings, run
+from .common import (add_engine_options, add_ranking_options, engine_config, parse_modes, ranking_settings,
+                     run)
 
 
 def _main(args) -> int:
     from ..engine import CGRSEngine
-    from ..evaluation import MODES, evaluate
+    from ..evaluation import PROTOCOLS, evaluate
     from ..queries import read_queries
 
+    if args.protocol != PROTOCOLS[0] and not args.geotext:
+        raise CGRSInputError(f"--protocol {args.protocol} labels each text by the image it describes: "
+                             "give the queries with --geotext")
     config = engine_config(args)
     settings = ranking_settings(args, config)
     if args.geotext:
@@ -22,17 +30,16 @@ def _main(args) -> int:
         _, queries = load_geotext(args.geotext, image_root=args.image_root)
     else:
         queries = read_queries(args.queries)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or set(modes) - set(MODES):
-        raise CGRSInputError(f"--modes {args.modes!r}: give a comma list of {', '.join(MODES)}")
+    modes = parse_modes(args.modes)
     engine = CGRSEngine.load(config, args.index)
     try:
         _check_places(queries, engine.index, args.queries or args.geotext)
-        report = evaluate(engine, queries, modes=modes, settings=settings, progress=not args.no_progress)
+        report = evaluate(engine, queries, modes=modes, settings=settings, progress=not args.no_progress,
+                          protocol=args.protocol)
     finally:
         engine.close()
     print(f"{report.n_queries} queries, top_k={settings.top_k}, fusion_weight={settings.fusion_weight}, "
-          f"normalization={settings.normalization}")
+          f"normalization={settings.normalization}, protocol={args.protocol}")
     print(report.table())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", help="with --geotext: the folder its image paths are relative to")
     add_engine_options(p)
     p.add_argument("--modes", default="coarse,cached", help="comma list of coarse, cached, online")
+    p.add_argument("--protocol", choices=("place", "robosense-official"), default="place",
+                   help="place: a hit is any image of the query's place (default); robosense-official: "
+                        "the official Track 4 evaluation code's numbers, quirks included (needs --geotext)")
     add_ranking_options(p)
     p.add_argument("--json", help="also write the report as JSON here")
     return p

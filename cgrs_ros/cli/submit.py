@@ -10,24 +10,33 @@ SUBMISSION_DEPTH = 10
 
 
 def _main(args) -> int:
+    from ..formats import write_track4_submission
+
+    rankings = track4_rankings(args, [args.mode])[args.mode]
+    path = write_track4_submission(rankings, args.out)
+    print(f"wrote {len(rankings)} rankings to {path}")
+    return 0
+
+
+def track4_rankings(args, modes) -> dict[str, list[tuple[str, list[str]]]]:
+    """Rank the Track 4 query file ``args.queries`` on ``args.index`` under each mode:
+    (query id, top-10 image ids) per query, in file order (what a submission holds)."""
     from ..engine import CGRSEngine
     from ..evaluation import rank_all
-    from ..formats import load_track4_queries, write_track4_submission
+    from ..formats import load_track4_queries
 
     config = engine_config(args)
     settings = ranking_settings(args, config)
     queries = load_track4_queries(args.queries)
     engine = CGRSEngine.load(config, args.index)
     try:
-        rankings, _ = rank_all(engine, [q.text for q in queries], [args.mode], settings,
+        rankings, _ = rank_all(engine, [q.text for q in queries], modes, settings,
                                depth=max(SUBMISSION_DEPTH, settings.top_k), progress=not args.no_progress)
-        image_ids = [[engine.index.records[r].image_id for r in rows[:SUBMISSION_DEPTH]]
-                     for rows in rankings[args.mode]]
+        records = engine.index.records
+        return {mode: [(q.query_id, [records[r].image_id for r in rows[:SUBMISSION_DEPTH]])
+                       for q, rows in zip(queries, rankings[mode])] for mode in modes}
     finally:
         engine.close()
-    path = write_track4_submission([(q.query_id, ids) for q, ids in zip(queries, image_ids)], args.out)
-    print(f"wrote {len(queries)} rankings to {path}")
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:

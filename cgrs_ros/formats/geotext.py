@@ -11,6 +11,9 @@ An annotation file is a JSON list of items::
 - The train JSON has one item per caption, so an image appears in several items: they become one
   gallery record (same ``image`` required) and one query per caption.
 - A ``null`` sentence or bbox (the GeoText loader's "no box") is kept as ``null``.
+- A box value outside [0, 1] by at most :data:`BBOX_NOISE` (float noise such as ``1.0000001``,
+  which the official loader accepts) is clamped into [0, 1] with one warning per file; anything
+  further out is refused.
 - GeoText has no GPS: ``lat``/``lon``/``alt``/``heading`` are ``null``.
 
 Platform rule (University-1652 naming), first match wins:
@@ -29,6 +32,7 @@ ground-truth texts of the benchmark: do not index them as gallery descriptions w
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import posixpath
@@ -40,6 +44,8 @@ from ..gallery import GEO_FIELDS, Gallery, GalleryRecord
 from ..queries import Query, validate_query_text
 
 _PLACE_RE = re.compile(r"\d{4}")
+BBOX_NOISE = 1e-4   # how far outside [0, 1] a box value may be and still count as float noise
+_log = logging.getLogger(__name__)
 _PLATFORM_WORDS = {"satellite": "satellite", "drone": "drone", "street": "ground", "google": "ground"}
 
 
@@ -59,14 +65,17 @@ def load_geotext(json_path: str | os.PathLike,
                  image_root: str | os.PathLike | None = None) -> tuple[Gallery, list[Query]]:
     """Gallery (one record per image) and queries (one per caption) of a GeoText-1652 JSON file.
 
-    ``image_root`` is the folder the items' ``image`` paths are relative to (default: the JSON's
-    folder).  Query ids are ``f"{image_id}#{n}"``, n counting that image's captions from 0.
+    ``image_root`` is the folder the items' ``image`` paths are relative to.  Default: the JSON's
+    folder, or its ``images/`` sub-folder when the first item's image is there and not beside the
+    JSON (the official GeoText-1652 layout: ``train.json`` next to ``images/train/...``).  Query ids
+    are ``f"{image_id}#{n}"``, n counting that image's captions from 0.
     """
     json_path = Path(json_path)
     items = _read_json_list(json_path)
-    root = Path(image_root if image_root is not None else json_path.parent).resolve()
+    root = Path(image_root if image_root is not None else _default_image_root(json_path, items)).resolve()
     images: dict[str, dict] = {}   # image_id -> merged annotation, in first-seen order
     queries: list[Query] = []
+    clamped: list[str] = []   # where a box value was float noise outside [0, 1]
     for index, item in enumerate(items):
         where = f"{json_path}: item {index}"
         if not isinstance(item, dict):
@@ -83,7 +92,7 @@ def load_geotext(json_path: str | os.PathLike,
                                  f"(got {type(image).__name__})")
         image = image.replace("\\", "/")
         captions = _captions(item, where)
-        sentences, bboxes = _sentences_and_boxes(item, where)
+        sentences, bboxes = _sentences_and_boxes(item, where, clamped)
 
         merged = images.get(image_id)
         if merged is None:
@@ -114,7 +123,19 @@ def load_geotext(json_path: str | os.PathLike,
                     "bboxes": [b if b is None else list(b) for _, b in merged["pairs"]]}))
     if not records:
         raise CGRSInputError(f"{json_path}: the annotation list is empty")
+    if clamped:
+        _log.warning("%s: %d bbox value(s) outside [0, 1] by at most %g clamped (first at %s)",
+                     json_path, len(clamped), BBOX_NOISE, clamped[0])
     return Gallery(records, root, source=str(json_path)), queries
+
+
+def _default_image_root(json_path: Path, items: list) -> Path:
+    folder = json_path.parent
+    first = items[0].get("image") if items and isinstance(items[0], dict) else None
+    if (isinstance(first, str) and not (folder / first).exists()
+            and (folder / "images" / first).is_file()):
+        return folder / "images"
+    return folder
 
 
 def _read_json_list(path: Path) -> list:
@@ -157,7 +178,8 @@ def _captions(item: dict, where: str) -> list[str]:
                          f"got {type(caption).__name__}")
 
 
-def _sentences_and_boxes(item: dict, where: str) -> tuple[list, list]:
+def _sentences_and_boxes(item: dict, where: str, clamped: list[str]) -> tuple[list, list]:
+    """The item's sentences and boxes; ``clamped`` gets one entry per box value clamped from noise."""
     sentences = item.get("sentences", [])
     bboxes = item.get("bboxes", [])
     if not isinstance(sentences, list):
@@ -178,8 +200,9 @@ def _sentences_and_boxes(item: dict, where: str) -> tuple[list, list]:
             continue
         if not isinstance(box, list) or len(box) != 4 or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                and 0.0 <= v <= 1.0 for v in box):
+                and -BBOX_NOISE <= v <= 1.0 + BBOX_NOISE for v in box):
             raise CGRSInputError(f"{where}: field 'bboxes'[{n}] is {box!r}; expected 4 numbers "
                                  "in [0, 1] (normalised cx, cy, w, h) or null")
-        boxes.append(tuple(float(v) for v in box))
+        clamped.extend(f"{where}: field 'bboxes'[{n}]" for v in box if not 0.0 <= v <= 1.0)
+        boxes.append(tuple(min(1.0, max(0.0, float(v))) for v in box))
     return sentences, boxes

@@ -1,8 +1,12 @@
 """RoboSense 2025 Track 4 (language-guided drone image retrieval): gallery, queries, submission.
 
-- Gallery: a flat folder of ``image_<hex>.jpeg``.  The public release has no ground truth, so every
-  image is its own target (``place_id == image_id``); platform ``drone``; no geo (all ``null``).
-- Queries: UTF-8 text, one ``q_00001<TAB>text`` per line (blank lines skipped).
+- Gallery: a folder of ``image_<hex>.jpeg`` (flat as released; nested folders are read too, as the
+  official tool reads them; the image id is the file name without extension, so it must be unique).
+  The public release has no ground truth, so every image is its own target
+  (``place_id == image_id``); platform ``drone``; no geo (all ``null``).  Scoring against a
+  ground truth: :mod:`cgrs_ros.track4_scoring`.
+- Queries: UTF-8 text, one ``q_00001<TAB>text`` per line (blank lines skipped); an id already in
+  the submission form ``q1`` is accepted as well.
 - Submission (``submission.txt``): one line per query, ``q1 image_a ... image_j``: the query id
   without underscore and leading zeros, then the top-10 image ids (file names without extension),
   separated by single spaces.
@@ -19,26 +23,30 @@ from ..gallery import GEO_FIELDS, Gallery, GalleryRecord, write_text_atomic
 from ..queries import Query, validate_query_text
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-_QUERY_ID_RE = re.compile(r"q_(\d+)")
+_QUERY_ID_RE = re.compile(r"q_?(\d+)")
 
 
 def load_track4_gallery(folder: str | os.PathLike) -> Gallery:
-    """Every ``*.jpeg|*.jpg|*.png`` directly in ``folder`` (sorted by name; hidden files skipped)."""
+    """Every ``*.jpeg|*.jpg|*.png`` under ``folder``, nested folders included (sorted by path;
+    hidden files and folders skipped)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CGRSInputError(f"Track 4 gallery folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    files = sorted((p for p in folder.rglob("*")
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
+                   key=lambda p: p.relative_to(folder).parts)
     if not files:
         raise CGRSInputError(
             f"Track 4 gallery folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
     records, seen = [], {}
     for file in files:
+        path = file.relative_to(folder).as_posix()
         if file.stem in seen:
-            raise CGRSInputError(f"{folder}: {seen[file.stem]} and {file.name} both give image id "
+            raise CGRSInputError(f"{folder}: {seen[file.stem]} and {path} both give image id "
                                  f"{file.stem!r}; a submission could not tell them apart")
-        seen[file.stem] = file.name
-        records.append(GalleryRecord(file.stem, file.name, file.stem, "drone",
+        seen[file.stem] = path
+        records.append(GalleryRecord(file.stem, path, file.stem, "drone",
                                      **{name: None for name in GEO_FIELDS}))
     return Gallery(records, folder, source=str(folder))
 
@@ -64,7 +72,7 @@ def load_track4_queries(path: str | os.PathLike) -> list[Query]:
             raise CGRSInputError(f"{where}: expected 'q_<digits><TAB><text>', found no TAB "
                                  f"in {line[:60]!r}")
         if not _QUERY_ID_RE.fullmatch(query_id):
-            raise CGRSInputError(f"{where}: query id {query_id!r} is not 'q_' followed by digits")
+            raise CGRSInputError(f"{where}: query id {query_id!r} is not 'q_<digits>' (or 'q<digits>')")
         text = validate_query_text(text, where)
         if query_id in seen:
             raise CGRSInputError(f"{where}: duplicate query id {query_id!r} (first on line "
@@ -80,12 +88,51 @@ def load_track4_queries(path: str | os.PathLike) -> list[Query]:
     return queries
 
 
+def is_track4_query_id(value: object) -> bool:
+    """``q_00001`` or ``q1``."""
+    return isinstance(value, str) and _QUERY_ID_RE.fullmatch(value) is not None
+
+
 def submission_query_id(query_id: str) -> str:
-    """``"q_00001"`` -> ``"q1"`` (underscore and leading zeros dropped)."""
+    """``"q_00001"`` -> ``"q1"`` (underscore and leading zeros dropped); ``"q1"`` stays ``"q1"``."""
     match = _QUERY_ID_RE.fullmatch(query_id) if isinstance(query_id, str) else None
     if match is None:
-        raise CGRSInputError(f"query id {query_id!r} is not a Track 4 id ('q_' followed by digits)")
+        raise CGRSInputError(f"query id {query_id!r} is not a Track 4 id ('q_<digits>' or 'q<digits>')")
     return f"q{int(match.group(1))}"
+
+
+def read_track4_submission(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
+    """(query id, ranked image ids) per line of a ``submission.txt``, in file order.
+
+    Lenient where the format is (any whitespace between ids, blank lines skipped, any number of
+    ids), strict where a score would be wrong: a line without image ids, a query given twice, or
+    an id that is not a Track 4 query id is refused with ``file:line``.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        raise CGRSInputError(f"cannot read submission {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CGRSInputError(f"submission {path} is not UTF-8 text: {exc}") from exc
+    rankings, seen = [], {}
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{number}"
+        if not is_track4_query_id(fields[0]):
+            raise CGRSInputError(f"{where}: {fields[0][:40]!r} is not a query id ('q1' or 'q_00001')")
+        short = submission_query_id(fields[0])
+        if short in seen:
+            raise CGRSInputError(f"{where}: query {short!r} is ranked again (first on line {seen[short]})")
+        if len(fields) == 1:
+            raise CGRSInputError(f"{where}: query {short!r} has no ranked image ids")
+        seen[short] = number
+        rankings.append((short, fields[1:]))
+    if not rankings:
+        raise CGRSInputError(f"submission {path} holds no rankings")
+    return rankings
 
 
 def write_track4_submission(

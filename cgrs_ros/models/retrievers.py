@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -20,6 +22,13 @@ from .local_weights import resolve_model_path
 from .registry import Registry
 
 RETRIEVERS: Registry["Retriever"] = Registry("retriever")
+_log = logging.getLogger(__name__)
+
+# Weight files whose name says they were trained with QuickGELU: OpenAI's CLIPs (the JIT files are
+# named like the model, ViT-B-32.pt) and GeoRSCLIP (RS5M_*), fine-tuned from pretrained="openai",
+# which open_clip builds with QuickGELU.  Not RemoteCLIP: its authors load it into plain ViT-B-32.
+_QUICK_GELU_FILE_NAMES = re.compile(r"openai|georsclip|rs5m|^(vit-[bl]-\d+|rn\d+(x\d+)?)\.pt$",
+                                    re.IGNORECASE)
 
 # open_clip model configs shipped with the project (the embedded default CLIP); registered by name.
 SHIPPED_OPEN_CLIP_CONFIGS = Path(__file__).resolve().parent.parent / "resources" / "open_clip"
@@ -51,10 +60,13 @@ class OpenClipRetriever:
                    missing keys may only belong to a tower initialised from pretrained weights (a
                    frozen Hugging Face text tower is not re-shipped in every checkpoint).
       model_config an extra open_clip model-config JSON file or folder to register before creating.
+      force_quick_gelu  build the model with QuickGELU (what ``<model>-quickgelu`` names do): weights
+                   trained with it (OpenAI, GeoRSCLIP) give worse vectors under GELU without any
+                   error, so a weight file whose name or metadata suggests it gets a warning.
     """
 
     def __init__(self, model: str, pretrained: str | None = None, checkpoint: str | None = None,
-                 model_config: str | None = None, batch_size: int = 64,
+                 model_config: str | None = None, batch_size: int = 64, force_quick_gelu: bool = False,
                  device: str | None = None, dtype: str | None = None):
         import open_clip
 
@@ -72,9 +84,17 @@ class OpenClipRetriever:
         self.batch_size = int(batch_size)
         self._spec = {"name": "open_clip", "model": model, "pretrained": pretrained,
                       "checkpoint": Path(checkpoint).name if checkpoint else None}
+        if force_quick_gelu:
+            self._spec["force_quick_gelu"] = True
         model_kwargs, tokenizer_name = _resolve_hf_text_tower(open_clip, model)
+        if not force_quick_gelu and not _builds_quick_gelu(open_clip, model):
+            hint = quick_gelu_hint([p for p in (pretrained, checkpoint) if p and _looks_like_file(p)])
+            if hint:
+                _log.warning("retriever model %r builds GELU, but %s; if so, use %r or set "
+                             "force_quick_gelu: true", model, hint, f"{model}-quickgelu")
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=pretrained, device=self.device, **model_kwargs)
+            model, pretrained=pretrained, device=self.device, force_quick_gelu=bool(force_quick_gelu),
+            **model_kwargs)
         if checkpoint:
             _load_partial_checkpoint(open_clip, self.model, checkpoint, model_kwargs)
         self.model = self.model.to(self.device, dtype=self.dtype).eval()
@@ -105,6 +125,34 @@ class OpenClipRetriever:
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _builds_quick_gelu(open_clip, model: str) -> bool:
+    config = None if model.startswith(("local-dir:", "hf-hub:")) else open_clip.get_model_config(model)
+    return bool((config or {}).get("quick_gelu")) or "quickgelu" in model.lower()
+
+
+def quick_gelu_hint(files: Sequence[str]) -> str | None:
+    """Why these weight files look trained with QuickGELU (their name, or a safetensors metadata
+    entry naming it), or None."""
+    for file in files:
+        name = Path(file).name
+        if _QUICK_GELU_FILE_NAMES.search(name):
+            return f"weight file {name!r} is named like QuickGELU-trained weights (OpenAI, GeoRSCLIP)"
+        if name.endswith(".safetensors") and Path(file).is_file():
+            from safetensors import safe_open
+            with safe_open(file, framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            said = [f"{k}={v}" for k, v in metadata.items()
+                    if ("quickgelu" in _squeeze(k) and v.strip().lower() in ("true", "1", "yes"))
+                    or "quickgelu" in _squeeze(v)]
+            if said:
+                return f"weight file {name!r} has metadata {', '.join(said)}"
+    return None
+
+
+def _squeeze(text: str) -> str:
+    return text.lower().replace("_", "").replace("-", "")
 
 
 def _looks_like_file(value: str) -> bool:
