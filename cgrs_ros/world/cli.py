@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="render one ground-level view per place (default on)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     parser.add_argument("--queries-per-place", type=int, default=3, help="queries per place (default 3)")
-    parser.add_argument("--geotext", action="store_true", help="also export geotext/train.json (GeoText-1652 layout)")
+    parser.add_argument("--geotext", action="store_true",
+                        help="also export geotext/ in both GeoText-1652 layouts (train.json, test.json, images/)")
     parser.add_argument("--gazebo", action="store_true",
                         help="also write gazebo/world.sdf (the places as a Gazebo world about the datum) and "
                              "gazebo/cgrs_node_datum.yaml (the node's datum for it)")
