@@ -100,7 +100,7 @@ def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse",
                                  depth=max(max(ks), settings.top_k), progress=progress)
     report = EvaluationReport(len(scored), tuple(ks), seconds_per_query=seconds, settings={
         key: value for key, value in asdict(settings).items() if key not in ("caption_mode", "max_results")})
-    places = np.array([r.place_id for r in engine.index.records])
+    places = engine.index.place_ids()
     for mode in modes:
         ranked_places = [places[rows[:max(ks)]].tolist() for rows in rankings[mode]]
         report.recall[mode] = recall_at_k(ranked_places, [q.place_id for q in scored], ks)
