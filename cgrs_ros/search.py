@@ -24,6 +24,7 @@ they may miss.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable, Protocol
 
@@ -157,10 +158,11 @@ class IVFPQSearch(_FaissSearch):
         index.nprobe = int(self.options.get("nprobe", 32))
 
     @staticmethod
-    def make(dim: int, count: int, nlist: int = 0, m: int = 32):
+    def make(dim: int, count: int, nlist: int = 0, m: int = 0):
         import faiss
 
         nlist = nlist or max(1, min(4096, int(4 * count ** 0.5), count // 39))   # faiss wants >= 39 points per list
+        m = m or math.gcd(dim, 32)        # 32 one-byte codes per vector where the size allows
         if dim % m:
             raise CGRSInputError(f"index.search faiss_ivfpq: m={m} must divide the vector size {dim}")
         bits = 8 if count >= 256 * 39 else max(1, int(np.log2(max(2, count // 39))))
