@@ -581,11 +581,32 @@ def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest
         raise CGRSInputError(f"{gallery.source}: no gallery image could be read ({len(skipped)} skipped: "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}, ...)")
     where = [(part, row) for _, _, part, row, _ in rows]
-    files = generation_files([r for r, _, _, _, _ in rows], [c for _, _, _, _, c in rows],
-                             _gather(results, where, 0), _gather(results, where, 1), skipped)
+    sources_file = json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
+                              ensure_ascii=False).encode("utf-8")
+    return _commit(out_dir, config, [r for r, _, _, _, _ in rows], [c for _, _, _, _, c in rows],
+                   _gather(results, where, 0), _gather(results, where, 1), skipped, live_name,
+                   {"sources.json": sources_file},
+                   {"gallery_root": str(gallery.root), "gallery_source": gallery.source, "source_digest": digest})
+
+
+def write_index(out_dir: str | Path, config: EngineConfig, records: Sequence[GalleryRecord], captions: Sequence[str],
+                image_vectors: np.ndarray, caption_vectors: np.ndarray, gallery_root: str | Path) -> dict:
+    """Commit an index of the given rows (vectors already computed) into ``out_dir``, as a build
+    would; returns ``index.json``'s content.  How ``bench/scale_benchmark.py`` makes indexes of a
+    million rows without running models.  It keeps no sources, so a later build encodes every image."""
+    out_dir = Path(out_dir)
+    with _build_lock(out_dir):
+        live_name = _live_data_name(out_dir)
+        _tidy(out_dir, live_name, committed=False)
+        return _commit(out_dir, config, records, captions, image_vectors, caption_vectors, [], live_name, {},
+                       {"gallery_root": str(gallery_root), "gallery_source": ""})
+
+
+def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vectors, caption_vectors,
+            skipped: list[dict], live_name: str | None, extra_files: dict, fields: dict) -> dict:
+    files = generation_files(records, captions, image_vectors, caption_vectors, skipped)
     files.update(build_search_files(files["image_embeddings.npy"], config.index.search))
-    files["sources.json"] = json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
-                                       ensure_ascii=False).encode("utf-8")
+    files.update(extra_files)
     stage = out_dir / BUILD / "data"
     if stage.exists():
         shutil.rmtree(stage)
@@ -594,12 +615,11 @@ def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest
     name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
     os.replace(stage, out_dir / name)
     _fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
-    meta = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config), "count": len(rows),
-            "skipped": len(skipped), "gallery_root": str(gallery.root), "gallery_source": gallery.source,
+    meta = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config), "count": len(records),
+            "skipped": len(skipped), **fields,
             "image_dim": int(files["image_embeddings.npy"].shape[1]),
             "caption_dim": int(files["caption_embeddings.npy"].shape[1]), "text_block_rows": dict(TEXT_COLUMNS),
-            "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums,
-            "source_digest": digest}
+            "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums}
     write_text_atomic(out_dir / META, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")  # the commit
     _fsync_dir(out_dir)
     _tidy(out_dir, name, committed=True)
