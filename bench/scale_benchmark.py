@@ -52,7 +52,7 @@ from cgrs_ros.engine import CGRSEngine, QueryOptions  # noqa: E402
 from cgrs_ros.evaluation import evaluate  # noqa: E402
 from cgrs_ros.gallery import GalleryRecord, read_manifest  # noqa: E402
 from cgrs_ros.index import build_index, load_image, load_index, write_index  # noqa: E402
-from cgrs_ros.models import ModelSet, load_models  # noqa: E402
+from cgrs_ros.models import load_models  # noqa: E402
 from cgrs_ros.models.device import apply_threads  # noqa: E402
 from cgrs_ros.queries import read_queries  # noqa: E402
 from cgrs_ros.search import SEARCHES, build_search_files  # noqa: E402
@@ -227,19 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     apply_threads(1)
     world = prepare_world(TEST_WORLD, 300)
     started = time.perf_counter()
-    path, _ = prepare_index(config, world)
+    path, build_s = prepare_index(config, world)
     world_index = load_index(path, config)
+    world_bytes = sum(p.stat().st_size for p in world_index.data_dir.iterdir()) / len(world_index)
     queries = read_queries(world / "queries.jsonl")[:args.queries]
     texts = [q.text for q in queries]
-    models = load_models(config, ["retriever", "text_similarity"])
-    models = ModelSet(retriever=models.retriever, text_similarity=models.text_similarity)
+    models = load_models(config)      # the captioner too: the build-rate rows build
     vectors = models.retriever.encode_texts(texts)
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="cgrs_scale_"))
     scratch.mkdir(parents=True, exist_ok=True)
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
                          + (f", {__import__('torch').cuda.get_device_name()}" if args.gpu else ", no GPU"),
               "device": device, "queries": len(texts), "noise": args.noise, "ivfpq": IVFPQ,
-              "world": {"rows": len(world_index), **world_rows(config, world, world_index, models, texts, queries)},
+              "world": {"rows": len(world_index), "bytes/image on disk": round(world_bytes, 1),
+                        "index build s (0 when cached)": round(build_s, 1), **world_rows(config, world, world_index, models, texts, queries)},
               "sizes": []}
     print(json.dumps(result["world"], indent=1), flush=True)
     for rows in (int(s) for s in args.sizes.split(",")):

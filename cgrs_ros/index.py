@@ -19,7 +19,8 @@ Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothi
       details.z, .blocks.npy     each record's path and extra keys, likewise
       search-*                   the coarse-search structure the index was built for, if it has one
       skipped.json               images that could not be read, with the reason
-      sources.json               the file state (path, size, mtime, view) each row was made from
+      sources.json.zlib          the file state (path, size, mtime, view) each row was made from
+                                 (zlib-compressed JSON: read by rebuilds only)
     .build/                    work of a build in progress: finished chunks, the next generation
     .lock                      held by the build that owns the folder
 
@@ -46,6 +47,7 @@ import json
 import os
 import shutil
 import stat
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,7 @@ VECTOR_DTYPE = np.float16
 ARRAYS = (("image_embeddings", VECTOR_DTYPE, "image_dim"), ("caption_embeddings", VECTOR_DTYPE, "caption_dim"))
 COLUMNS = (("place_codes", np.int32, None), ("platforms", np.uint8, None), ("geo", np.float64, len(GEO_FIELDS)))
 TEXT_COLUMNS = {"captions": 16, "details": 32}     # rows per compressed block (decode cost vs ratio)
+SOURCES = "sources.json.zlib"
 # Files of a format-1 index (written straight into the folder); removed once a newer index replaces it.
 _FORMAT_1_FILES = ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json", ".partial")
 # Rows whose bytes are checksummed and whose finiteness and norm are checked on every load: a fixed,
@@ -380,11 +383,11 @@ class _Results:
 
     def add_index(self, index: GalleryIndex) -> None:
         """Rows and skips of the live index, when its sources file is intact."""
-        file = index.data_dir / "sources.json"
+        file = index.data_dir / SOURCES
         try:
-            sources = parse_json(_checked_text(file, index.meta["checksums"]), str(file))
+            sources = parse_json(zlib.decompress(index.read_file(SOURCES)).decode("utf-8"), str(file))
             rows, skipped = sources["rows"], sources["skipped"]
-        except (CGRSInputError, KeyError, TypeError):
+        except (CGRSInputError, KeyError, TypeError, zlib.error, UnicodeDecodeError):
             return  # nothing reused from it; it is replaced as a whole
         ids = [i.decode("utf-8") for i in index.records.columns["image_ids"]]
         self.add_rows(index.image_embeddings, index.caption_embeddings, ids, rows, index.captions)
@@ -581,11 +584,11 @@ def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest
         raise CGRSInputError(f"{gallery.source}: no gallery image could be read ({len(skipped)} skipped: "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}, ...)")
     where = [(part, row) for _, _, part, row, _ in rows]
-    sources_file = json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
-                              ensure_ascii=False).encode("utf-8")
+    sources_file = zlib.compress(json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
+                                            ensure_ascii=False).encode("utf-8"))
     return _commit(out_dir, config, [r for r, _, _, _, _ in rows], [c for _, _, _, _, c in rows],
                    _gather(results, where, 0), _gather(results, where, 1), skipped, live_name,
-                   {"sources.json": sources_file},
+                   {SOURCES: sources_file},
                    {"gallery_root": str(gallery.root), "gallery_source": gallery.source, "source_digest": digest})
 
 
@@ -630,7 +633,7 @@ def generation_files(records: Sequence[GalleryRecord], captions: Sequence[str], 
                      caption_vectors: np.ndarray, skipped: list[dict]) -> dict:
     """File name -> content (an array for ``.npy`` files, else bytes) of one generation's rows:
     vectors as float16, records as typed columns plus compressed detail blocks, captions in blocks.
-    ``sources.json`` (what each row was made from) is the builder's to add."""
+    :data:`SOURCES` (what each row was made from) is the builder's to add."""
     columns, places, details = record_columns(records)
     files = {"image_embeddings.npy": np.asarray(image_vectors, dtype=VECTOR_DTYPE),
              "caption_embeddings.npy": np.asarray(caption_vectors, dtype=VECTOR_DTYPE),
