@@ -338,30 +338,36 @@ class CGRSEngine:
         return self.caption_cache.get(rows)
 
     def assemble(self, text: str, ranking: Ranking, settings: RetrievalSettings) -> QueryResult:
-        matches = {}
-        for position, row in enumerate(ranking.rows):
-            row = int(row)
-            record = self.index.records[row]
-            caption = ranking.captions[position] if ranking.captions is not None else None
-            matches[row] = Match(
-                rank=position + 1, image_id=record.image_id, place_id=record.place_id, platform=record.platform,
-                score=float(ranking.fused[position]), coarse_score=float(ranking.coarse[position]),
-                caption_score=math.nan if ranking.caption is None else float(ranking.caption[position]),
-                caption=caption if caption is not None else self.index.captions[row],
-                lat=record.lat, lon=record.lon, alt=record.alt, heading=record.heading,
-                image_path=self.index.image_path(row), row=row)
-        places = [PlaceMatch(rank, self.index.records[int(place.rows[0])].place_id, place.score,
+        """The result a caller sees: matches for the first ``max_results`` rows and for every view of
+        the first ``max_results`` places, and only for those (a record is decoded per row asked for)."""
+        shown_places = ranking.places[:settings.max_results]
+        position = {int(row): p for p, row in enumerate(ranking.rows)}
+        shown = dict.fromkeys([int(r) for r in ranking.rows[:settings.max_results]]
+                              + [int(r) for place in shown_places for r in place.rows])
+        matches = {row: self._match(row, position[row], ranking) for row in shown}
+        places = [PlaceMatch(rank, matches[int(place.rows[0])].place_id, place.score,
                              tuple(matches[int(r)] for r in place.rows))
-                  for rank, place in enumerate(ranking.places[:settings.max_results], start=1)]
+                  for rank, place in enumerate(shown_places, start=1)]
         reranked = ranking.caption is not None
         status = (f"reranked {len(ranking.places)} candidate places with {settings.caption_mode} captions"
                   if reranked else "coarse ranking (caption mode off)")
-        result = QueryResult(text, list(matches.values())[:settings.max_results], reranked, False, status,
-                             settings, places=places)
+        result = QueryResult(text, [matches[int(r)] for r in ranking.rows[:settings.max_results]], reranked,
+                             False, status, settings, places=places)
         if ranking.error is not None:
             result.degraded = True
             result.status = f"caption stage failed ({ranking.error}); coarse ranking only"
         return result
+
+    def _match(self, row: int, position: int, ranking: Ranking) -> Match:
+        record = self.index.records[row]
+        caption = ranking.captions[position] if ranking.captions is not None else None
+        return Match(
+            rank=position + 1, image_id=record.image_id, place_id=record.place_id, platform=record.platform,
+            score=float(ranking.fused[position]), coarse_score=float(ranking.coarse[position]),
+            caption_score=math.nan if ranking.caption is None else float(ranking.caption[position]),
+            caption=caption if caption is not None else self.index.captions[row],
+            lat=record.lat, lon=record.lon, alt=record.alt, heading=record.heading,
+            image_path=self.index.record_path(record), row=row)
 
 
 def _search_device(device: str) -> str:

@@ -138,7 +138,11 @@ class GalleryIndex:
         return data
 
     def image_path(self, row: int) -> Path:
-        return resolve_inside(self.gallery_root, self.records[row], str(self.data_dir / "details.z"))
+        return self.record_path(self.records[row])
+
+    def record_path(self, record: GalleryRecord) -> Path:
+        """The image file of one of this index's records (refused if it leaves the gallery folder)."""
+        return resolve_inside(self.gallery_root, record, str(self.data_dir / "details.z"))
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -319,7 +323,8 @@ def _load_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> Bl
     table_file = data / f"{name}.blocks.npy"
     raw = read_bytes(table_file, "index file")
     if _sha256(raw) != sums.get(table_file.name):
-        raise CGRSInputError(f"index file {table_file} does not match the checksum in {META}; rebuild it with cgrs-index")
+        raise CGRSInputError(f"index file {table_file} does not match the checksum in {META}; "
+                             f"rebuild it with cgrs-index")
     try:
         table = np.load(io.BytesIO(raw), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
