@@ -59,7 +59,7 @@ from cgrs_ros.search import SEARCHES, build_search_files  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEST_WORLD = 3
-IVFPQ = {"name": "faiss_ivfpq", "nprobe": 32}
+IVFPQ = {"name": "faiss_ivfpq"}      # default lists and probes (cgrs_ros/search.py)
 HNSW_MAX_ROWS = 100_000      # a 1M-row HNSW graph takes far longer to build than this run may
 START_SNIPPET = """
 import json, sys, time
@@ -134,7 +134,7 @@ def world_rows(config, world: Path, index, models, texts, queries) -> dict:
     vectors = models.retriever.encode_texts(texts)
     exact = SEARCHES.factory("exact")(index.image_embeddings, None)
     files = build_search_files(index.image_embeddings, IVFPQ)
-    ann = SEARCHES.factory("faiss_ivfpq")(index.image_embeddings, files.__getitem__, nprobe=IVFPQ["nprobe"])
+    ann = SEARCHES.factory("faiss_ivfpq")(index.image_embeddings, files.__getitem__)
     rows["ivfpq recall@20 vs exact (world vectors)"] = recall_at([ann.search(v, 40) for v in vectors],
                                                                  [exact.search(v, 40) for v in vectors])
     return rows
@@ -189,8 +189,7 @@ def size_row(config, world_index, world: Path, models, texts, vectors, rows: int
     index = load_index(folder)
     backends = {"exact": SEARCHES.factory("exact")(index.image_embeddings, index.read_file, device),
                 "faiss_flat": SEARCHES.factory("faiss_flat")(index.image_embeddings, index.read_file, device),
-                "faiss_ivfpq": SEARCHES.factory("faiss_ivfpq")(index.image_embeddings, index.read_file,
-                                                               nprobe=IVFPQ["nprobe"])}
+                "faiss_ivfpq": SEARCHES.factory("faiss_ivfpq")(index.image_embeddings, index.read_file)}
     if rows <= HNSW_MAX_ROWS:
         files = build_search_files(index.image_embeddings, {"name": "faiss_hnsw"})
         backends["faiss_hnsw"] = SEARCHES.factory("faiss_hnsw")(index.image_embeddings, files.__getitem__)

@@ -13,9 +13,9 @@ they may miss.
                     rescored in float32; a bound on float16 rounding proves no other row can
                     enter the top k (else the margin grows): exact, in one pass over the matrix.
 - ``faiss_flat``:   faiss ``IndexFlatIP`` over a float32 copy (the usual exact peer; 2x the RAM).
-- ``faiss_ivfpq``:  faiss IVF-PQ (``nlist`` lists, ``m`` byte codes per vector), ``nprobe`` lists
-                    visited, ``rescore`` x k candidates rescored exactly: ~40 B/image beside the
-                    vectors, sub-linear search.
+- ``faiss_ivfpq``:  faiss IVF-PQ (``nlist`` lists, default 4 sqrt(N); ``m`` byte codes per vector,
+                    default 32), ``nprobe`` lists visited (default 2.5% of them, at least 32),
+                    ``rescore`` x k candidates rescored exactly: ~45 B/image beside the vectors.
 - ``faiss_hnsw``:   faiss HNSW graph (``M`` links), ``ef_search`` breadth, rescored likewise;
                     holds its own float32 copy of the vectors.
 
@@ -155,7 +155,8 @@ class IVFPQSearch(_FaissSearch):
     QUERY_OPTIONS = ("nprobe",)
 
     def _tune(self, index) -> None:
-        index.nprobe = int(self.options.get("nprobe", 32))
+        # default: 2.5% of the lists, at least 32 (recall@20 >= 0.99 at 100k rows, where 32 lists are 2.5%)
+        index.nprobe = int(self.options.get("nprobe") or max(32, index.nlist // 40))
 
     @staticmethod
     def make(dim: int, count: int, nlist: int = 0, m: int = 0):
