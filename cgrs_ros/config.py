@@ -9,7 +9,8 @@ A YAML file (see ``cgrs_ros/resources/engine_default.yaml`` and ``config/engine_
     captioner:       {name: image_to_text, model: Salesforce/blip-image-captioning-base}
     text_similarity: {name: sentence_transformers, model: sentence-transformers/all-MiniLM-L6-v2}
     retrieval:       {top_k: 20, fusion_weight: 0.5, normalization: zscore, caption_mode: cached, max_results: 10}
-    index:           {batch_size: 32, chunk_size: 256, rectify: none, max_image_side: 1024}
+    index:           {batch_size: 32, chunk_size: 256, rectify: none, max_image_side: 1024, search: exact}
+    threads: 1              # CPU threads (torch, faiss): N | auto (see README "Performance")
 
 Relative file paths inside model specs (checkpoints, local model folders) are resolved against the
 YAML file's folder, so a config and the weights it names can travel together.
@@ -101,9 +102,11 @@ class IndexSettings:
     rectify: str = "none"    # none | north_up: turn aerial views north-up from their heading before captioning
     horizontal_platforms: tuple = ("ground",)   # platforms never turned (street-level photos)
     max_image_side: int = 1024   # images are decoded downscaled to this longest side (bounds memory)
+    search: dict = field(default_factory=lambda: {"name": "exact"})   # coarse-search backend (cgrs_ros.search)
 
     def validated(self, where: str = "index") -> "IndexSettings":
         from .rectify import RECTIFY_MODES
+        from .search import search_spec
 
         for name in ("batch_size", "chunk_size", "max_image_side"):
             require_positive_int(getattr(self, name), f"{where}.{name}")
@@ -112,7 +115,11 @@ class IndexSettings:
         platforms = self.horizontal_platforms
         if isinstance(platforms, str) or not all(isinstance(p, str) for p in platforms):
             raise CGRSInputError(f"{where}.horizontal_platforms must be a list of platform names, got {platforms!r}")
-        return replace(self, horizontal_platforms=tuple(platforms))
+        try:
+            search = search_spec(self.search)
+        except CGRSInputError as exc:
+            raise CGRSInputError(f"{where}: {exc}") from None
+        return replace(self, horizontal_platforms=tuple(platforms), search=search)
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     calibration: str = ""    # confidence calibration JSON (cgrs_ros.calibration); '' = none
+    threads: str | int = 1   # CPU threads for torch and faiss: N, or auto (torch's default: every core)
     source: str = ""
 
     def model_spec(self, kind: str) -> dict:
@@ -159,7 +167,8 @@ def load_engine_config(path: str | Path | None = None, **overrides) -> EngineCon
 
 def engine_config_from_dict(data: dict, base_dir: Path, source: str = "<dict>") -> EngineConfig:
     data = copy.deepcopy(data)
-    known = {"retriever", "captioner", "text_similarity", "retrieval", "index", "device", "dtype", "calibration"}
+    known = {"retriever", "captioner", "text_similarity", "retrieval", "index", "device", "dtype", "calibration",
+             "threads"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise CGRSInputError(f"engine config {source}: unknown keys {unknown}; known: {sorted(known)}")
@@ -182,8 +191,12 @@ def engine_config_from_dict(data: dict, base_dir: Path, source: str = "<dict>") 
         raise CGRSInputError(f"engine config {source}: calibration must be a file path, got {calibration!r}")
     if calibration and not Path(calibration).is_absolute():
         calibration = str((base_dir / calibration).resolve())
+    threads = data.get("threads", EngineConfig.threads)
+    if threads != "auto":
+        require_positive_int(threads, f"engine config {source}: threads (or auto)")
     return EngineConfig(retrieval=retrieval, index=index, device=str(data.get("device", "auto")),
-                        dtype=str(data.get("dtype", "auto")), calibration=calibration, source=source, **specs)
+                        dtype=str(data.get("dtype", "auto")), calibration=calibration, threads=threads,
+                        source=source, **specs)
 
 
 def _resolve_paths(spec: dict, base_dir: Path) -> dict:

@@ -26,11 +26,12 @@ import numpy as np
 
 from .calibration import load_calibration, ranking_features
 from .config import EngineConfig, RetrievalSettings
-from .fusion import fuse, rank_order, top_k
+from .fusion import fuse, rank_order
 from .index import GalleryIndex, load_image, load_index
 from .places import place_caption_score, place_keys, visual_groups
 from .queries import validate_query_text
 from .rectify import views_for_captioner
+from .search import exact_scores, open_search
 
 Progress = Callable[[str, float], None]
 
@@ -177,8 +178,7 @@ class CGRSEngine:
     def __init__(self, config: EngineConfig, index: GalleryIndex, models):
         self.config, self.index, self.models = config, index, models
         self.caption_cache = CaptionCache()
-        self._image_matrix = np.asarray(index.image_embeddings, dtype=np.float32)
-        self._caption_matrix = np.asarray(index.caption_embeddings, dtype=np.float32)
+        self.search = open_search(index, config.index.search, _search_device(config.device))
         self._groupings: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
         self.calibration, self.calibration_note = load_calibration(config)
 
@@ -192,9 +192,11 @@ class CGRSEngine:
         query asks for online captions later.
         """
         from .models import load_models
+        from .models.device import apply_threads
 
         if device:
             config = replace(config, device=device)
+        apply_threads(config.threads)
         if index_dir is None:
             from .demo import ensure_demo_index
             index_dir = ensure_demo_index(config)
@@ -241,8 +243,7 @@ class CGRSEngine:
         ``stage(name, fraction)`` is called between stages (it may raise :class:`QueryCancelled`).
         A caption-stage failure returns the coarse ranking with ``error`` set.
         """
-        similarities = self.similarities(query_vector)
-        candidates = top_k(similarities, max(settings.top_k, depth))
+        candidates = self.search.search(query_vector, max(settings.top_k, depth))
         head = candidates[:settings.top_k]
         groups = self._candidate_places(head, settings)
         views = np.concatenate(groups)
@@ -256,7 +257,7 @@ class CGRSEngine:
                 raise
             except Exception as exc:  # any caption-stage failure degrades to the coarse ranking
                 error = f"{type(exc).__name__}: {exc}"
-        view_coarse = similarities[views].astype(np.float64)
+        view_coarse = self.coarse_scores(query_vector, views)
         view_fused = (view_coarse if caption is None
                       else fuse(view_coarse, caption, settings.fusion_weight, settings.normalization))
         bounds = np.cumsum([0] + [len(g) for g in groups])
@@ -273,25 +274,26 @@ class CGRSEngine:
         rows = views[positions]
         tail = candidates[~np.isin(candidates, rows)][:max(0, depth - len(rows))]
         return Ranking(
-            rows=np.concatenate([rows, tail]), coarse=similarities[np.concatenate([rows, tail])],
+            rows=np.concatenate([rows, tail]),
+            coarse=np.concatenate([view_coarse[positions], self.coarse_scores(query_vector, tail)]),
             caption=None if caption is None else np.concatenate([caption[positions], np.full(len(tail), np.nan)]),
             fused=np.concatenate([view_fused[positions], np.full(len(tail), np.nan)]),
             captions=None if captions is None else [captions[p] for p in positions] + [None] * len(tail),
             places=[RankedPlace(float(place_fused[i]), float(place_coarse[i]), float(place_caption[i]),
                                 views[ordered[i]]) for i in place_order], error=error)
 
-    def similarities(self, query_vector: np.ndarray) -> np.ndarray:
-        """CLIP cosine of the query with every gallery image."""
-        return self._image_matrix @ np.asarray(query_vector, dtype=np.float32)
+    def coarse_scores(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """CLIP cosine of the query with the gallery images ``rows`` (the score coarse search ranks by)."""
+        return exact_scores(self.index.image_embeddings, rows, query_vector)
 
     def coarse(self, query_vector: np.ndarray, k: int) -> np.ndarray:
         """The CLIP-only baseline: the ``k`` most similar images, best first."""
-        return top_k(self.similarities(query_vector), k)
+        return self.search.search(query_vector, k)
 
     def _candidate_places(self, head: np.ndarray, settings: RetrievalSettings) -> list[np.ndarray]:
         """The candidate rows grouped into places (first appearance order), each with all its views."""
         if settings.grouping == "visual":
-            keys = visual_groups(self._image_matrix[head], settings.group_cosine)
+            keys = visual_groups(np.asarray(self.index.image_embeddings[head], dtype=np.float32), settings.group_cosine)
             return [head[keys == k] for k in dict.fromkeys(keys.tolist())]
         keys, order, starts = self._grouping(settings)
         wanted = dict.fromkeys(keys[head].tolist())
@@ -301,7 +303,8 @@ class CGRSEngine:
         """(key per row, rows sorted by key, start offsets per key), computed once per setting."""
         name = (settings.grouping, settings.group_radius_m)
         if name not in self._groupings:
-            keys = place_keys(self.index.records, settings.grouping, settings.group_radius_m)
+            keys = place_keys(self.index.place_codes, self.index.coordinates, settings.grouping,
+                              settings.group_radius_m)
             order = np.argsort(keys, kind="stable")
             starts = np.searchsorted(keys[order], np.arange(int(keys.max(initial=-1)) + 2))
             self._groupings[name] = (keys, order, starts)
@@ -310,7 +313,8 @@ class CGRSEngine:
     def _caption_scores(self, text: str, rows: np.ndarray, mode: str) -> tuple[list[str], np.ndarray]:
         """Captions of ``rows`` (cached or online) and how well each matches the query."""
         if mode == "cached":
-            captions, vectors = [self.index.captions[r] for r in rows], self._caption_matrix[rows]
+            captions = [self.index.captions[r] for r in rows]
+            vectors = np.asarray(self.index.caption_embeddings[rows], dtype=np.float32)
         else:
             captions, vectors = self.online_captions(rows)
         return captions, np.asarray(self.models.text_similarity.score(text, captions, vectors), dtype=np.float64)
@@ -334,27 +338,40 @@ class CGRSEngine:
         return self.caption_cache.get(rows)
 
     def assemble(self, text: str, ranking: Ranking, settings: RetrievalSettings) -> QueryResult:
-        matches = {}
-        for position, row in enumerate(ranking.rows):
-            row = int(row)
-            record = self.index.records[row]
-            caption = ranking.captions[position] if ranking.captions is not None else None
-            matches[row] = Match(
-                rank=position + 1, image_id=record.image_id, place_id=record.place_id, platform=record.platform,
-                score=float(ranking.fused[position]), coarse_score=float(ranking.coarse[position]),
-                caption_score=math.nan if ranking.caption is None else float(ranking.caption[position]),
-                caption=caption if caption is not None else self.index.captions[row],
-                lat=record.lat, lon=record.lon, alt=record.alt, heading=record.heading,
-                image_path=self.index.image_path(row), row=row)
-        places = [PlaceMatch(rank, self.index.records[int(place.rows[0])].place_id, place.score,
+        """The result a caller sees: matches for the first ``max_results`` rows and for every view of
+        the first ``max_results`` places, and only for those (a record is decoded per row asked for)."""
+        shown_places = ranking.places[:settings.max_results]
+        position = {int(row): p for p, row in enumerate(ranking.rows)}
+        shown = dict.fromkeys([int(r) for r in ranking.rows[:settings.max_results]]
+                              + [int(r) for place in shown_places for r in place.rows])
+        matches = {row: self._match(row, position[row], ranking) for row in shown}
+        places = [PlaceMatch(rank, matches[int(place.rows[0])].place_id, place.score,
                              tuple(matches[int(r)] for r in place.rows))
-                  for rank, place in enumerate(ranking.places[:settings.max_results], start=1)]
+                  for rank, place in enumerate(shown_places, start=1)]
         reranked = ranking.caption is not None
         status = (f"reranked {len(ranking.places)} candidate places with {settings.caption_mode} captions"
                   if reranked else "coarse ranking (caption mode off)")
-        result = QueryResult(text, list(matches.values())[:settings.max_results], reranked, False, status,
-                             settings, places=places)
+        result = QueryResult(text, [matches[int(r)] for r in ranking.rows[:settings.max_results]], reranked,
+                             False, status, settings, places=places)
         if ranking.error is not None:
             result.degraded = True
             result.status = f"caption stage failed ({ranking.error}); coarse ranking only"
         return result
+
+    def _match(self, row: int, position: int, ranking: Ranking) -> Match:
+        record = self.index.records[row]
+        caption = ranking.captions[position] if ranking.captions is not None else None
+        return Match(
+            rank=position + 1, image_id=record.image_id, place_id=record.place_id, platform=record.platform,
+            score=float(ranking.fused[position]), coarse_score=float(ranking.coarse[position]),
+            caption_score=math.nan if ranking.caption is None else float(ranking.caption[position]),
+            caption=caption if caption is not None else self.index.captions[row],
+            lat=record.lat, lon=record.lon, alt=record.alt, heading=record.heading,
+            image_path=self.index.record_path(record), row=row)
+
+
+def _search_device(device: str) -> str:
+    """Where coarse search runs: the engine's CUDA device when it has one, else the CPU."""
+    from .models.device import resolve_device
+
+    return str(resolve_device(device))

@@ -113,17 +113,17 @@ def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse",
     if not scored:
         raise CGRSInputError("none of the queries has a place_id: nothing to score")
     settings = settings or engine.config.retrieval
-    records = engine.index.records
+    n_images = len(engine.index)
     if protocol == official_protocol.NAME:
         text_images = official_protocol.query_image_rows([q.query_id for q in scored],
-                                                         [r.image_id for r in records])
-        labels = official_protocol.building_labels([r.place_id for r in records])
+                                                         [r.image_id for r in engine.index.records])
+        labels = official_protocol.building_labels(list(engine.index.place_ids()))
     rankings, seconds = rank_all(engine, [q.text for q in scored], modes, settings,
                                  depth=max(max(ks), settings.top_k), progress=progress)
     report = EvaluationReport(len(scored), tuple(ks), seconds_per_query=seconds, settings={
         key: value for key, value in asdict(settings).items() if key not in ("caption_mode", "max_results")})
     report.settings["protocol"] = protocol
-    places = np.array([r.place_id for r in records])
+    places = engine.index.place_ids()
     for mode in modes:
         if protocol == "place":
             ranked_places = [places[rows[:max(ks)]].tolist() for rows in rankings[mode]]
@@ -132,6 +132,6 @@ def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse",
         if mode == "coarse":
             scores = map(engine.similarities, encode_queries(engine, [q.text for q in scored]))
         else:
-            scores = (official_protocol.ranking_scores(rows, len(records)) for rows in rankings[mode])
+            scores = (official_protocol.ranking_scores(rows, n_images) for rows in rankings[mode])
         report.recall[mode] = official_protocol.text_to_image_recall(scores, text_images, labels, ks)
     return report

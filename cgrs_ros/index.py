@@ -8,13 +8,26 @@ Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothi
     index.json                 the commit point: what made the index (fingerprint), counts, the gallery
                                root, the name of the data folder and checksums of every file in it
     data-NNNN/                 one complete generation of the index, never modified once written:
-      image_embeddings.npy       float32 (N, D) L2-normalised CLIP image vectors
-      caption_embeddings.npy     float32 (N, E) L2-normalised text vectors of the captions
-      records.jsonl              the N indexed gallery records, in row order, each with its caption
+      image_embeddings.npy       float16 (N, D) L2-normalised CLIP image vectors
+      caption_embeddings.npy     float16 (N, E) L2-normalised text vectors of the captions
+      image_ids.npy              (N,) UTF-8 image ids, fixed width
+      place_codes.npy            int32 (N,) row -> place, into places.json (first-appearance order)
+      platforms.npy              uint8 (N,) row -> drone | satellite | ground
+      geo.npy                    float64 (N, 4) lat, lon, alt, heading of each row; NaN for null
+      places.json                the place ids
+      captions.z, .blocks.npy    the captions, in zlib blocks read on demand (cgrs_ros.columns)
+      details.z, .blocks.npy     each record's path and extra keys, likewise
+      search-*                   the coarse-search structure the index was built for, if it has one
       skipped.json               images that could not be read, with the reason
-      sources.json               the file state (path, size, mtime, view) each row was made from
+      sources.json.zlib          the file state (path, size, mtime, view) each row was made from
+                                 (zlib-compressed JSON: read by rebuilds only)
     .build/                    work of a build in progress: finished chunks, the next generation
     .lock                      held by the build that owns the folder
+
+Why columns and float16 (format 3): at a million rows the parsed records of format 2 took 4.3 GB of
+RAM and 34 s to load; now a load maps the columns and reads a few block tables, and a query decodes
+the captions and records of the rows it returns.  float16 halves the vectors (the rendered world's
+recall is unchanged: ``bench/scale_benchmark.py`` measures it against float32).
 
 Why this shape: a build must never lose a working index, whatever kills it.  A build writes the
 next generation beside the live one and switches by atomically replacing ``index.json``; only
@@ -29,54 +42,78 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
 import stat
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from .columns import BlockTexts, IndexRecords, encode_text_blocks, record_columns
 from .config import EngineConfig, IndexSettings
 from .errors import CGRSInputError
 from .fingerprint import engine_fingerprint, fingerprint_differences
-from .gallery import (Gallery, GalleryRecord, parse_record, resolve_inside, write_atomic,
-                      write_text_atomic)
-from .jsonl import decode_text, iter_jsonl, parse_json, read_bytes, read_json
+from .gallery import GEO_FIELDS, PLATFORMS, Gallery, GalleryRecord, resolve_inside, write_atomic, write_text_atomic
+from .jsonl import decode_text, parse_json, read_bytes, read_json
 from .rectify import should_rectify, views_for_captioner
+from .search import build_search_files
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 META = "index.json"
 BUILD = ".build"
 LOCK = ".lock"
 DATA_PREFIX = "data-"
-ARRAYS = (("image_embeddings", "image_dim"), ("caption_embeddings", "caption_dim"))
+VECTOR_DTYPE = np.float16
+# (file stem, dtype, columns or the index.json field holding their number); vectors are also
+# checked to be finite unit rows
+ARRAYS = (("image_embeddings", VECTOR_DTYPE, "image_dim"), ("caption_embeddings", VECTOR_DTYPE, "caption_dim"))
+COLUMNS = (("place_codes", np.int32, None), ("platforms", np.uint8, None), ("geo", np.float64, len(GEO_FIELDS)))
+TEXT_COLUMNS = {"captions": 16, "details": 32}     # rows per compressed block (decode cost vs ratio)
+SOURCES = "sources.json.zlib"
 # Files of a format-1 index (written straight into the folder); removed once a newer index replaces it.
 _FORMAT_1_FILES = ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json", ".partial")
 # Rows whose bytes are checksummed and whose finiteness and norm are checked on every load: a fixed,
 # evenly spread sample, so opening a 1M-row index costs a few hundred row reads, not a 3 GB scan.
 SAMPLE_ROWS = 256
-NORM_TOLERANCE = 1e-2     # fp16 encoders give norms within ~1e-3 of 1
+NORM_TOLERANCE = 1e-2     # float16 storage and fp16 encoders give norms within ~1e-3 of 1
 IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 @dataclass
 class GalleryIndex:
-    """A loaded index; arrays are read-only memory maps."""
+    """A loaded index; arrays are read-only memory maps.
+
+    ``records`` and ``captions`` are sequences decoded on access (:mod:`cgrs_ros.columns`);
+    ``place_codes`` (int per row, into ``place_names``) and ``coordinates`` ((N, 2) lat, lon, NaN
+    where not geo-tagged) are what groupings read for every row.  An index assembled in memory
+    from lists gets them computed from its records.
+    """
 
     path: Path
     meta: dict
-    records: list[GalleryRecord]
-    captions: list[str]
+    records: Sequence[GalleryRecord]
+    captions: Sequence[str]
     image_embeddings: np.ndarray
     caption_embeddings: np.ndarray
     gallery_root: Path
     skipped: list[dict]
+    place_codes: np.ndarray | None = None
+    place_names: list[str] | None = None
+    coordinates: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.place_codes is None:
+            columns, self.place_names, _ = record_columns(self.records)
+            self.place_codes, self.coordinates = columns["place_codes"], columns["geo"][:, :2]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -87,8 +124,25 @@ class GalleryIndex:
         assembled in memory)."""
         return self.path / self.meta.get("data", ".")
 
+    def place_ids(self, rows=None) -> np.ndarray:
+        """The place id of each of ``rows`` (all rows when None), as a string array."""
+        codes = self.place_codes if rows is None else self.place_codes[np.asarray(rows, dtype=np.int64)]
+        return np.asarray(self.place_names, dtype=object)[codes]
+
+    def read_file(self, name: str) -> bytes:
+        """A file of the generation, checked against its sha256 in ``index.json``."""
+        file = self.data_dir / name
+        data = read_bytes(file, "index file")
+        if _sha256(data) != self.meta["checksums"].get(name):
+            raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
+        return data
+
     def image_path(self, row: int) -> Path:
-        return resolve_inside(self.gallery_root, self.records[row], str(self.data_dir / "records.jsonl"))
+        return self.record_path(self.records[row])
+
+    def record_path(self, record: GalleryRecord) -> Path:
+        """The image file of one of this index's records (refused if it leaves the gallery folder)."""
+        return resolve_inside(self.gallery_root, record, str(self.data_dir / "details.z"))
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -166,8 +220,8 @@ def _array_digest(array: np.ndarray) -> str:
     return _sha256(head + np.ascontiguousarray(array[_sample_rows(len(array))]).tobytes())
 
 
-def _check_array(array: np.ndarray, expected: str, file: Path) -> None:
-    """Sampled rows finite and unit-norm, and the sampled checksum equal to the one built."""
+def _check_vectors(array: np.ndarray, file: Path) -> None:
+    """Sampled rows finite and unit-norm (an all-NaN file would silently match nothing)."""
     rows = _sample_rows(len(array))
     sample = np.asarray(array[rows], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(sample).all(axis=1))
@@ -180,8 +234,6 @@ def _check_array(array: np.ndarray, expected: str, file: Path) -> None:
     if off.size:
         raise CGRSInputError(f"index file {file} is corrupt: row {rows[off[0]]} has norm "
                              f"{norms[off[0]]:.4g}, not 1; rebuild it with cgrs-index")
-    if _array_digest(array) != expected:
-        raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -203,6 +255,10 @@ def read_meta(path: Path) -> dict:
         value = meta.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
             raise CGRSInputError(f"{meta_path} is corrupt: field '{name}' is missing or not a {kind.__name__}")
+    rows = meta.get("text_block_rows")
+    if not isinstance(rows, dict) or any(isinstance(rows.get(n), bool) or not isinstance(rows.get(n), int)
+                                         or rows[n] < 1 for n in TEXT_COLUMNS):
+        raise CGRSInputError(f"{meta_path} is corrupt: field 'text_block_rows' is missing or not positive integers")
     if not meta["data"].startswith(DATA_PREFIX) or Path(meta["data"]).name != meta["data"]:
         raise CGRSInputError(f"{meta_path} is corrupt: field 'data' is {meta['data']!r}")
     return meta
@@ -211,41 +267,73 @@ def read_meta(path: Path) -> dict:
 def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryIndex:
     """Open a complete index; refuse an unfinished one, a corrupt one, or one made by other models.
 
-    Every file is checked against ``index.json``: the records and skipped list by a full sha256 (a
-    swapped line would label results wrongly), the arrays by shape, a sampled checksum, and sampled
-    rows being finite unit vectors (an all-NaN file would silently match nothing).
+    Every file is checked against ``index.json``: small files (place names, block tables, skipped
+    list) by a full sha256, arrays and columns by shape, dtype and a sampled checksum, vectors by
+    sampled rows being finite unit vectors, text blocks by a sample decoded against their crc32
+    (and every other block when it is first read).  Nothing is read whole: a load maps files.
     """
     path = Path(path)
     meta = read_meta(path)
     if config is not None:
         _check_fingerprint(path, meta["fingerprint"], config)
-    data, sums = path / meta["data"], meta["checksums"]
+    data, sums, count = path / meta["data"], meta["checksums"], meta["count"]
     arrays = {}
-    for name, dim_key in ARRAYS:
-        file = data / f"{name}.npy"
-        try:
-            arrays[name] = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise CGRSInputError(f"index file {file} is missing or corrupt: {exc}") from exc
-        if arrays[name].shape != (meta["count"], meta[dim_key]) or arrays[name].dtype != np.float32:
-            raise CGRSInputError(f"index file {file} has shape {arrays[name].shape} ({arrays[name].dtype}), "
-                                 f"expected {(meta['count'], meta[dim_key])} (float32)")
-        _check_array(arrays[name], sums.get(file.name), file)
-    records, captions = [], []
-    records_path = data / "records.jsonl"
-    for where, row in iter_jsonl(_checked_text(records_path, sums), records_path):
-        if not isinstance(row, dict):
-            raise CGRSInputError(f"{where}: corrupt index record")
-        captions.append(str(row.pop("caption", "")))
-        records.append(parse_record(row, where))
-    if len(records) != meta["count"]:
-        raise CGRSInputError(f"{records_path} has {len(records)} records, {META} says {meta['count']}")
+    for name, dtype, width in ARRAYS + COLUMNS + (("image_ids", np.bytes_, None),):
+        shape = (count,) if width is None else (count, meta[width] if isinstance(width, str) else width)
+        arrays[name] = _load_array(data / f"{name}.npy", shape, dtype, sums, vectors=(name, dtype, width) in ARRAYS)
+    places = parse_json(_checked_text(data / "places.json", sums), f"index file {data / 'places.json'}")
+    if not isinstance(places, list) or not all(isinstance(p, str) for p in places):
+        raise CGRSInputError(f"index file {data / 'places.json'} is corrupt: expected a JSON list of place ids")
+    for name, limit in (("place_codes", len(places)), ("platforms", len(PLATFORMS))):
+        column = np.asarray(arrays[name])
+        if count and (int(column.min()) < 0 or int(column.max()) >= limit):
+            raise CGRSInputError(f"index file {data / name}.npy is corrupt: codes outside [0, {limit}); "
+                                 f"rebuild it with cgrs-index")
+    texts = {name: _load_texts(data, name, count, meta, sums) for name in TEXT_COLUMNS}
     skipped_path = data / "skipped.json"
     skipped = parse_json(_checked_text(skipped_path, sums), f"index file {skipped_path}")
     if not isinstance(skipped, list):
         raise CGRSInputError(f"index file {skipped_path} is corrupt: expected a JSON list")
-    return GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
-                        arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped)
+    columns = {name: arrays[name] for name in ("image_ids", "place_codes", "platforms", "geo")}
+    records = IndexRecords(columns, places, texts["details"], str(data / "details.z"))
+    return GalleryIndex(path, meta, records, texts["captions"], arrays["image_embeddings"],
+                        arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
+                        place_codes=np.asarray(arrays["place_codes"]), place_names=places,
+                        coordinates=arrays["geo"][:, :2])
+
+
+def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> np.ndarray:
+    try:
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CGRSInputError(f"index file {file} is missing or corrupt: {exc}") from exc
+    right_type = array.dtype.kind == "S" if dtype is np.bytes_ else array.dtype == dtype
+    if array.shape != shape or not right_type:
+        raise CGRSInputError(f"index file {file} has shape {array.shape} ({array.dtype}), "
+                             f"expected {shape} ({np.dtype(dtype).name})")
+    if vectors:
+        _check_vectors(array, file)
+    if _array_digest(array) != sums.get(file.name):
+        raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
+    return array
+
+
+def _load_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> BlockTexts:
+    """A text column: its block table checked by sha256, a sample of its blocks by crc32."""
+    table_file = data / f"{name}.blocks.npy"
+    raw = read_bytes(table_file, "index file")
+    if _sha256(raw) != sums.get(table_file.name):
+        raise CGRSInputError(f"index file {table_file} does not match the checksum in {META}; "
+                             f"rebuild it with cgrs-index")
+    try:
+        table = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CGRSInputError(f"index file {table_file} is corrupt: {exc}") from exc
+    if table.dtype != np.int64 or table.ndim != 2 or table.shape[1] != 2:
+        raise CGRSInputError(f"index file {table_file} is corrupt: expected an int64 (blocks, 2) table")
+    texts = BlockTexts(data / f"{name}.z", table, count, meta["text_block_rows"][name])
+    texts.check_sample(_sample_rows(len(table)))
+    return texts
 
 
 def _checked_text(file: Path, sums: dict) -> str:
@@ -300,14 +388,14 @@ class _Results:
 
     def add_index(self, index: GalleryIndex) -> None:
         """Rows and skips of the live index, when its sources file is intact."""
-        file = index.data_dir / "sources.json"
+        file = index.data_dir / SOURCES
         try:
-            sources = parse_json(_checked_text(file, index.meta["checksums"]), str(file))
+            sources = parse_json(zlib.decompress(index.read_file(SOURCES)).decode("utf-8"), str(file))
             rows, skipped = sources["rows"], sources["skipped"]
-        except (CGRSInputError, KeyError, TypeError):
+        except (CGRSInputError, KeyError, TypeError, zlib.error, UnicodeDecodeError):
             return  # nothing reused from it; it is replaced as a whole
-        self.add_rows(index.image_embeddings, index.caption_embeddings, [r.image_id for r in index.records],
-                      rows, index.captions)
+        ids = [i.decode("utf-8") for i in index.records.columns["image_ids"]]
+        self.add_rows(index.image_embeddings, index.caption_embeddings, ids, rows, index.captions)
         for entry, source in zip(index.skipped, skipped):
             self.add_skip(entry["image_id"], source, entry["reason"])
 
@@ -340,11 +428,14 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
     :class:`~cgrs_ros.models.ModelSet`) may be passed to reuse loaded models; otherwise they are
     loaded from ``config`` when there is anything to encode, and released at the end.
     """
+    from .models.device import apply_threads
+
     out_dir = Path(out_dir)
     settings, fingerprint = config.index, engine_fingerprint(config)
+    apply_threads(config.threads)
     with _build_lock(out_dir):
         sources = [image_source(gallery, record, settings) for record in gallery.records]
-        digest = _sha256(json.dumps([INDEX_FORMAT, fingerprint, str(gallery.root),
+        digest = _sha256(json.dumps([INDEX_FORMAT, fingerprint, settings.search, str(gallery.root),
                                      [[r.to_json(), s] for r, s in zip(gallery.records, sources)]],
                                     sort_keys=True, ensure_ascii=False).encode())
         try:
@@ -497,45 +588,94 @@ def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest
     if not rows:
         raise CGRSInputError(f"{gallery.source}: no gallery image could be read ({len(skipped)} skipped: "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}, ...)")
-    image_array = _gather(results, [(part, row) for _, _, part, row, _ in rows], 0)
-    caption_array = _gather(results, [(part, row) for _, _, part, row, _ in rows], 1)
-    files = {
-        "image_embeddings.npy": image_array, "caption_embeddings.npy": caption_array,
-        "records.jsonl": "".join(json.dumps(dict(r.to_json(), caption=c), ensure_ascii=False) + "\n"
-                                 for r, _, _, _, c in rows).encode("utf-8"),
-        "skipped.json": (json.dumps(skipped, indent=1, ensure_ascii=False) + "\n").encode("utf-8"),
-        "sources.json": json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
-                                   ensure_ascii=False).encode("utf-8"),
-    }
+    where = [(part, row) for _, _, part, row, _ in rows]
+    sources_file = zlib.compress(json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
+                                            ensure_ascii=False).encode("utf-8"))
+    return _commit(out_dir, config, [r for r, _, _, _, _ in rows], [c for _, _, _, _, c in rows],
+                   _gather(results, where, 0), _gather(results, where, 1), skipped, live_name,
+                   {SOURCES: sources_file},
+                   {"gallery_root": str(gallery.root), "gallery_source": gallery.source, "source_digest": digest})
+
+
+def write_index(out_dir: str | Path, config: EngineConfig, records: Sequence[GalleryRecord], captions: Sequence[str],
+                image_vectors: np.ndarray, caption_vectors: np.ndarray, gallery_root: str | Path) -> dict:
+    """Commit an index of the given rows (vectors already computed) into ``out_dir``, as a build
+    would; returns ``index.json``'s content.  How ``bench/scale_benchmark.py`` makes indexes of a
+    million rows without running models.  It keeps no sources, so a later build encodes every image."""
+    out_dir = Path(out_dir)
+    with _build_lock(out_dir):
+        live_name = _live_data_name(out_dir)
+        _tidy(out_dir, live_name, committed=False)
+        return _commit(out_dir, config, records, captions, image_vectors, caption_vectors, [], live_name, {},
+                       {"gallery_root": str(gallery_root), "gallery_source": ""})
+
+
+def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vectors, caption_vectors,
+            skipped: list[dict], live_name: str | None, extra_files: dict, fields: dict) -> dict:
+    files = generation_files(records, captions, image_vectors, caption_vectors, skipped)
+    files.update(build_search_files(files["image_embeddings.npy"], config.index.search))
+    files.update(extra_files)
     stage = out_dir / BUILD / "data"
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    checksums = {}
-    for name, content in files.items():
-        if isinstance(content, np.ndarray):
-            _save_npy(stage / name, content)
-            checksums[name] = _array_digest(content)
-        else:
-            write_atomic(stage / name, lambda handle, content=content: handle.write(content))
-            checksums[name] = _sha256(content)
+    checksums = _write_files(stage, files)
     name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
     os.replace(stage, out_dir / name)
     _fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
-    meta = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config), "count": len(rows),
-            "skipped": len(skipped), "gallery_root": str(gallery.root), "gallery_source": gallery.source,
-            "image_dim": int(image_array.shape[1]), "caption_dim": int(caption_array.shape[1]),
-            "engine": config.to_dict(), "data": name, "checksums": checksums, "source_digest": digest}
+    meta = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config), "count": len(records),
+            "skipped": len(skipped), **fields,
+            "image_dim": int(files["image_embeddings.npy"].shape[1]),
+            "caption_dim": int(files["caption_embeddings.npy"].shape[1]), "text_block_rows": dict(TEXT_COLUMNS),
+            "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums}
     write_text_atomic(out_dir / META, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")  # the commit
     _fsync_dir(out_dir)
     _tidy(out_dir, name, committed=True)
     return meta
 
 
+def generation_files(records: Sequence[GalleryRecord], captions: Sequence[str], image_vectors: np.ndarray,
+                     caption_vectors: np.ndarray, skipped: list[dict]) -> dict:
+    """File name -> content (an array for ``.npy`` files, else bytes) of one generation's rows:
+    vectors as float16, records as typed columns plus compressed detail blocks, captions in blocks.
+    :data:`SOURCES` (what each row was made from) is the builder's to add."""
+    columns, places, details = record_columns(records)
+    files = {"image_embeddings.npy": np.asarray(image_vectors, dtype=VECTOR_DTYPE),
+             "caption_embeddings.npy": np.asarray(caption_vectors, dtype=VECTOR_DTYPE),
+             **{f"{name}.npy": column for name, column in columns.items()},
+             "places.json": json.dumps(places, ensure_ascii=False).encode("utf-8"),
+             "skipped.json": (json.dumps(skipped, indent=1, ensure_ascii=False) + "\n").encode("utf-8")}
+    for name, texts in (("captions", list(captions)), ("details", details)):
+        blob, table = encode_text_blocks(texts, TEXT_COLUMNS[name])
+        files[f"{name}.z"], files[f"{name}.blocks.npy"] = blob, _npy_bytes(table)
+    return files
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _write_files(folder: Path, files: dict) -> dict:
+    """Write each file atomically; returns the checksums ``index.json`` keeps (sampled for arrays,
+    none for the text blobs, whose blocks carry their own crc32 in the checksummed block tables)."""
+    checksums = {}
+    for name, content in files.items():
+        if isinstance(content, np.ndarray):
+            _save_npy(folder / name, content)
+            checksums[name] = _array_digest(content)
+        else:
+            write_atomic(folder / name, lambda handle, content=content: handle.write(content))
+            if not name.endswith(".z"):
+                checksums[name] = _sha256(content)
+    return checksums
+
+
 def _gather(results: _Results, where: list[tuple[int, int]], which: int) -> np.ndarray:
     """Rows (part, row) of the image (0) or caption (1) arrays of ``results``, in order."""
     width = results.parts[where[0][0]][which].shape[1]
-    out = np.empty((len(where), width), np.float32)
+    out = np.empty((len(where), width), VECTOR_DTYPE)
     parts = np.array([p for p, _ in where])
     rows = np.array([r for _, r in where])
     for part in np.unique(parts):

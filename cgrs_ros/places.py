@@ -34,21 +34,24 @@ GROUPINGS = ("place_id", "radius", "visual", "none")
 _EARTH_RADIUS_M = 6371008.8
 
 
-def place_keys(records, grouping: str, radius_m: float) -> np.ndarray | None:
-    """One integer group per index row (None for ``visual``, which is decided per query)."""
+def place_keys(place_codes: np.ndarray, coordinates: np.ndarray, grouping: str, radius_m: float) -> np.ndarray | None:
+    """One integer group per index row (None for ``visual``, which is decided per query).
+
+    ``place_codes``: an integer per row, equal for equal ``place_id``; ``coordinates``: (N, 2)
+    camera lat, lon in degrees, NaN where not geo-tagged (the index's columns)."""
     if grouping == "place_id":
-        ids: dict[str, int] = {}
-        return np.array([ids.setdefault(r.place_id, len(ids)) for r in records], dtype=np.int64)
+        return np.asarray(place_codes, dtype=np.int64)
     if grouping == "none":
-        return np.arange(len(records), dtype=np.int64)
+        return np.arange(len(place_codes), dtype=np.int64)
     if grouping == "radius":
-        return radius_groups(records, radius_m)
+        return radius_groups(coordinates, radius_m)
     return None
 
 
-def radius_groups(records, radius_m: float) -> np.ndarray:
+def radius_groups(coordinates: np.ndarray, radius_m: float) -> np.ndarray:
     """Connected components of "camera positions within ``radius_m``", through a grid of that size."""
-    n = len(records)
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    n = len(coordinates)
     parent = np.arange(n)
 
     def root(i: int) -> int:
@@ -57,12 +60,12 @@ def radius_groups(records, radius_m: float) -> np.ndarray:
             i = parent[i]
         return i
 
-    geo = [i for i, r in enumerate(records) if r.has_geo]
-    if geo:
-        lat0 = math.radians(float(np.mean([records[i].lat for i in geo])))
+    geo = np.flatnonzero(np.isfinite(coordinates).all(axis=1))
+    if geo.size:
+        lat0 = math.radians(float(coordinates[geo, 0].mean()))
         # local equirectangular metres: exact enough at the scale of one place
-        xy = {i: (math.radians(records[i].lon) * math.cos(lat0) * _EARTH_RADIUS_M,
-                  math.radians(records[i].lat) * _EARTH_RADIUS_M) for i in geo}
+        xy = {int(i): (math.radians(coordinates[i, 1]) * math.cos(lat0) * _EARTH_RADIUS_M,
+                       math.radians(coordinates[i, 0]) * _EARTH_RADIUS_M) for i in geo}
         cells: dict[tuple[int, int], list[int]] = {}
         for i, (x, y) in xy.items():
             cells.setdefault((int(x // radius_m), int(y // radius_m)), []).append(i)

@@ -25,7 +25,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
+
+import numpy as np
 
 from .gallery import GalleryRecord
 from .geo import Datum, enu_to_geodetic, has_coordinates
@@ -99,3 +101,36 @@ def place_targets(records: Iterable[GalleryRecord]) -> dict[str, GroundTarget]:
         by_place.setdefault(record.place_id, []).append(record)
     targets = {place_id: place_target(place_id, views) for place_id, views in by_place.items()}
     return {place_id: target for place_id, target in targets.items() if target is not None}
+
+
+class IndexTargets(Mapping[str, GroundTarget]):
+    """Ground targets of a loaded index's places, each computed from all of its views the first
+    time it is asked for (``targets.get(place_id)``), then kept.
+
+    Why lazy: :func:`place_targets` over every record decodes the whole index (minutes and
+    gigabytes at a million images), while a goal needs the targets of the few places it returns.
+    A full iteration (``len``, ``items``) still computes them all.
+    """
+
+    def __init__(self, index):
+        self._index = index
+        self._order = np.argsort(index.place_codes, kind="stable")
+        self._starts = np.searchsorted(index.place_codes[self._order], np.arange(len(index.place_names) + 1))
+        self._codes = {name: code for code, name in enumerate(index.place_names)}
+        self._found: dict[str, GroundTarget | None] = {}
+
+    def __getitem__(self, place_id: str) -> GroundTarget:
+        if place_id not in self._found:
+            code = self._codes[place_id]       # KeyError for a place the index does not hold
+            rows = self._order[self._starts[code]:self._starts[code + 1]]
+            self._found[place_id] = place_target(place_id, [self._index.records[int(r)] for r in rows])
+        target = self._found[place_id]
+        if target is None:
+            raise KeyError(place_id)
+        return target
+
+    def __iter__(self):
+        return (name for name in self._codes if name in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -137,7 +137,7 @@ def test_rerun_is_a_noop_and_a_changed_gallery_is_updated_incrementally(tmp_path
     # the update equals a fresh build of the edited gallery
     build_index(gallery, tiny_config, tmp_path / "fresh", progress=False)
     fresh = load_index(tmp_path / "fresh")
-    assert index.captions == fresh.captions and index.skipped == fresh.skipped
+    assert list(index.captions) == list(fresh.captions) and index.skipped == fresh.skipped
     np.testing.assert_allclose(index.image_embeddings, fresh.image_embeddings, atol=1e-5)
     np.testing.assert_allclose(index.caption_embeddings, fresh.caption_embeddings, atol=1e-5)
 
@@ -190,19 +190,26 @@ def test_a_second_build_into_the_same_folder_is_refused(tmp_path, tiny_gallery, 
     assert not (out / "index.json").exists()
 
 
-def test_an_index_of_the_previous_format_is_replaced_when_the_new_one_is_complete(tmp_path, tiny_engine_files,
-                                                                                  tiny_gallery, tiny_config):
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_an_index_of_a_previous_format_is_refused_then_replaced_when_the_new_one_is_complete(
+        tmp_path, tiny_engine_files, tiny_gallery, tiny_config, old_format):
     _, index_dir = tiny_engine_files
     out = tmp_path / "idx"
     out.mkdir()
-    data = json.loads((index_dir / "index.json").read_text())["data"]
-    for name in ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json"):
-        (out / name).write_bytes((index_dir / data / name).read_bytes())  # format 1 kept them in the folder itself
-    (out / "index.json").write_text(json.dumps({"format": 1, "count": 18}))
-    (out / ".partial").mkdir()
-    with pytest.raises(CGRSInputError, match="index format 1, this version reads 2; rerun cgrs-index"):
+    old_files = ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json")
+    folder = out if old_format == 1 else out / "data-0001"   # format 1 kept its files in the folder itself
+    folder.mkdir(exist_ok=True)
+    for name in old_files:
+        (folder / name).write_bytes(b"old")
+    old_meta = {"format": old_format, "count": 18}
+    if old_format == 1:
+        (out / ".partial").mkdir()
+    else:
+        old_meta["data"] = "data-0001"
+    (out / "index.json").write_text(json.dumps(old_meta))
+    with pytest.raises(CGRSInputError, match=f"index format {old_format}, this version reads 3; rerun cgrs-index"):
         load_index(out)
     meta = build_index(read_manifest(tiny_gallery), tiny_config, out, progress=False)
     assert (meta["count"], meta["encoded"]) == (18, 18)
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "data-0001", "index.json"]
-    assert load_index(out, tiny_config).captions == load_index(index_dir).captions
+    assert sorted(p.name for p in out.iterdir()) == [".lock", f"data-000{old_format}", "index.json"]
+    assert list(load_index(out, tiny_config).captions) == list(load_index(index_dir).captions)

@@ -1,4 +1,6 @@
 """Grouping views into places (by id, by radius, by visual near-duplicates) and the place score rule."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,7 @@ from cgrs_ros.config import load_engine_config
 from cgrs_ros.engine import CGRSEngine, QueryOptions
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.gallery import GalleryRecord
+from cgrs_ros.index import GalleryIndex
 from cgrs_ros.places import place_caption_score, place_keys, radius_groups, visual_groups
 
 
@@ -13,21 +16,27 @@ def _record(i, place, lat=None, lon=None):
     return GalleryRecord(f"i{i}", f"i{i}.png", place, "drone", lat, lon, None, None)
 
 
+def _columns(records):
+    """(place codes, coordinates) as an index holds them."""
+    index = GalleryIndex(Path("."), {}, records, [""] * len(records), None, None, Path("."), [])
+    return index.place_codes, index.coordinates
+
+
 def test_grouping_by_place_id():
     records = [_record(0, "a"), _record(1, "b"), _record(2, "a"), _record(3, "c")]
-    keys = place_keys(records, "place_id", 50.0)
+    keys = place_keys(*_columns(records), "place_id", 50.0)
     assert keys[0] == keys[2] and len(set(keys.tolist())) == 3
-    assert place_keys(records, "none", 50.0).tolist() == [0, 1, 2, 3]
+    assert place_keys(*_columns(records), "none", 50.0).tolist() == [0, 1, 2, 3]
 
 
 def test_grouping_by_radius_chains_close_cameras_and_keeps_untagged_views_alone():
     # 0.0003 deg of latitude ~ 33 m: 0-1-2 chain within 40 m, 3 is ~1.1 km away, 4 has no position
     records = [_record(0, "x", 47.0, 8.0), _record(1, "y", 47.0003, 8.0), _record(2, "z", 47.0006, 8.0),
                _record(3, "w", 47.01, 8.0), _record(4, "v")]
-    keys = radius_groups(records, 40.0)
+    keys = radius_groups(_columns(records)[1], 40.0)
     assert keys[0] == keys[1] == keys[2]
     assert len({int(keys[0]), int(keys[3]), int(keys[4])}) == 3
-    assert len(set(radius_groups(records, 20.0).tolist())) == 5     # 33 m apart: no longer one place
+    assert len(set(radius_groups(_columns(records)[1], 20.0).tolist())) == 5     # 33 m apart: no longer one place
 
 
 def test_grouping_by_visual_near_duplicates():

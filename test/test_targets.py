@@ -80,3 +80,15 @@ def test_camera_position_is_the_last_resort_and_untagged_places_have_no_target()
     assert (targets["p1"].latitude, targets["p1"].source, targets["p1"].n_views) == (47.0002, "camera", 3)
     assert targets["p1"].ground_altitude is None
     assert targets["p3"].ground_altitude == pytest.approx(501.7 - EYE_HEIGHT_M)
+
+
+def test_targets_of_a_loaded_index_are_computed_per_place_and_equal_the_full_pass(tiny_engine_files):
+    from cgrs_ros.index import load_index
+    from cgrs_ros.targets import IndexTargets
+
+    index = load_index(tiny_engine_files[1])
+    lazy = IndexTargets(index)
+    assert lazy.get("p03") == place_targets(r for r in index.records if r.place_id == "p03")["p03"]
+    assert list(lazy._found) == ["p03"]               # only the place asked for was computed
+    assert lazy.get("nowhere") is None
+    assert dict(lazy) == place_targets(list(index.records))

@@ -35,6 +35,6 @@ def make_gallery(folder: Path, views: int = 3) -> Path:
 def snapshot(index) -> dict:
     """Everything a loaded index serves, exactly (arrays as bytes): two builds compare equal only
     when they would answer every query identically."""
-    return {"meta": index.meta, "records": [r.to_json() for r in index.records], "captions": index.captions,
+    return {"meta": index.meta, "records": [r.to_json() for r in index.records], "captions": list(index.captions),
             "skipped": index.skipped, "image": index.image_embeddings.tobytes(),
             "caption": index.caption_embeddings.tobytes()}

@@ -50,7 +50,7 @@ def _main(args) -> int:
 def _check_places(queries, index, source: str) -> None:
     """A query whose place has no indexed image can only miss: refuse a query file with no place in
     the index (a query file for another gallery would score a plausible 0.00), warn about a few."""
-    places = {record.place_id for record in index.records}
+    places = set(index.place_names)
     scored = [q for q in queries if q.place_id is not None]
     unknown = [q for q in scored if q.place_id not in places]
     example = f"e.g. query {unknown[0].query_id!r} names place {unknown[0].place_id!r}" if unknown else ""

@@ -29,3 +29,23 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
         return _DTYPES[dtype]
     except KeyError:
         raise CGRSInputError(f"dtype {dtype!r} unknown; use auto, {', '.join(_DTYPES)}") from None
+
+
+def apply_threads(threads: int | str) -> int:
+    """Set the CPU threads torch (and faiss, when installed) use; returns the number set.
+
+    Why a setting: nothing set it, and on a loaded 2-core machine (a companion computer running a
+    flight stack) torch's default of one thread per core made cached queries 2-25x and an index
+    build 26x slower than one thread (``bench/scale_benchmark.py`` measures it).  ``auto`` is one
+    thread per core this process may run on.
+    """
+    import os
+
+    count = len(os.sched_getaffinity(0)) if threads == "auto" else int(threads)
+    torch.set_num_threads(count)
+    try:
+        import faiss
+    except ImportError:
+        return count
+    faiss.omp_set_num_threads(count)
+    return count

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from typing import Protocol, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import CGRSInputError
 from .device import resolve_device
@@ -71,8 +72,9 @@ class SentenceTransformerSimilarity:
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=True, show_progress_bar=False)
+        with torch.inference_mode():    # no autograd bookkeeping on the query path
+            vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                        normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.embedding_dim)
 
     def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None) -> np.ndarray:
@@ -123,8 +125,9 @@ class CrossEncoderSimilarity:
     def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None) -> np.ndarray:
         missing = [c for c in dict.fromkeys(captions) if (query, c) not in self._scores]
         if missing:
-            scores = self.model.predict([(query, c) for c in missing], batch_size=self.batch_size,
-                                        show_progress_bar=False, convert_to_numpy=True)
+            with torch.inference_mode():
+                scores = self.model.predict([(query, c) for c in missing], batch_size=self.batch_size,
+                                            show_progress_bar=False, convert_to_numpy=True)
             for caption, value in zip(missing, np.asarray(scores, dtype=np.float32).reshape(-1)):
                 self._scores[(query, caption)] = float(value)
         result = np.array([self._scores[(query, c)] for c in captions], dtype=np.float32)

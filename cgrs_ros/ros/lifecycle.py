@@ -43,7 +43,7 @@ def load_serving(values: dict, run: Callable[[Job], None], log) -> Serving:
     """Engine (index + models), datum, ground targets and the worker, from validated parameters."""
     from cgrs_ros.config import load_engine_config
     from cgrs_ros.engine import CGRSEngine
-    from cgrs_ros.targets import place_targets
+    from cgrs_ros.targets import IndexTargets
 
     datum = validate_datum(values["datum_latitude"], values["datum_longitude"], values["datum_altitude"])
     config = load_engine_config(values["engine_config"] or None)
@@ -62,7 +62,7 @@ def load_serving(values: dict, run: Callable[[Job], None], log) -> Serving:
     if engine.calibration is None:
         log.warning(f"no calibrated confidence ({engine.calibration_note}): goal_pose is never forwarded")
     try:
-        targets = place_targets(engine.index.records)
+        targets = IndexTargets(engine.index)      # computed per place as goals return it
         return Serving(engine, datum, targets, GoalWorker(engine, run, log))
     except Exception:
         free_engine(engine, log)

@@ -132,8 +132,8 @@ class CGRSNode(LifecycleNode):
         self._outputs.create_map_outputs()
         with self._lock:
             self._serving = serving
-        log.info(f"configured in {time.perf_counter() - started:.1f} s: {len(serving.engine.index.records)} "
-                 f"gallery images, {len(serving.targets)} places with a ground target, device "
+        log.info(f"configured in {time.perf_counter() - started:.1f} s: {len(serving.engine.index)} "
+                 f"gallery images of {len(serving.engine.index.place_names)} places, device "
                  f"{serving.engine.config.device}, frame '{values['map_frame']}'")
         return super().on_configure(state)
 

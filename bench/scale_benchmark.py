@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Scale benchmark: the index and the query path at 10k, 100k and 1M rows, side by side, one run.
+
+    .venv/bin/python bench/scale_benchmark.py                         # 10k, 100k, 1M (~15 min, 2 cores)
+    .venv/bin/python bench/scale_benchmark.py --sizes 10000 --queries 30 --out /tmp/scale.json
+    .venv/bin/python bench/scale_benchmark.py --gpu                   # on a CUDA machine (see below)
+
+What it measures (one thread unless stated; medians and p90 over the world's queries):
+
+1. The rendered world (the 300-place test world, 3,000 images, indexed with the packaged models):
+   recall of float16 vectors (the index format) against float32 vectors re-encoded by the same
+   models, coarse and CGRS; cached ``engine.query`` latency p50/p90 and index-build throughput
+   (img/s, a 256-image sample) with ``threads`` 1 and 2; ANN recall@20 against exact search on
+   the world's own embeddings.
+2. Tiled indexes: the world's real vectors tiled to N rows with noise (norm ``--noise``; each copy
+   renormalised; records and captions copied, place ids per copy), written in the package's own
+   format by :func:`cgrs_ros.index.write_index` with the IVF-PQ structure.  Per size: bytes per
+   image on disk (index files; the ANN file apart), index start (``load_index`` + opening the
+   search backend, in a fresh process, warm page cache) and the anonymous RSS that added, coarse
+   search latency p50/p90 per backend with faiss ``IndexFlatIP`` as the peer, ANN recall@20
+   against exact, and the cached goal -> matches latency (``engine.query`` with both text
+   encoders, search, rerank and assembly) p50/p90 with exact and IVF-PQ search.
+
+``--gpu`` (needs CUDA; not run on the 2-core CPU machine): the same per-size rows with the engine
+and exact search on the GPU (cached p50 at 1M), plus build throughput on the GPU.
+
+Results: ``bench/results/scale.json`` (or ``--out``), with the machine and settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from recall_benchmark import prepare_index, prepare_world, with_index  # noqa: E402
+from cgrs_ros.config import load_engine_config  # noqa: E402
+from cgrs_ros.engine import CGRSEngine, QueryOptions  # noqa: E402
+from cgrs_ros.evaluation import evaluate  # noqa: E402
+from cgrs_ros.gallery import GalleryRecord, read_manifest  # noqa: E402
+from cgrs_ros.index import build_index, load_image, load_index, write_index  # noqa: E402
+from cgrs_ros.models import load_models  # noqa: E402
+from cgrs_ros.models.device import apply_threads  # noqa: E402
+from cgrs_ros.queries import read_queries  # noqa: E402
+from cgrs_ros.search import SEARCHES, build_search_files  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TEST_WORLD = 3
+IVFPQ = {"name": "faiss_ivfpq"}      # default lists and probes (cgrs_ros/search.py)
+HNSW_MAX_ROWS = 100_000      # a 1M-row HNSW graph takes far longer to build than this run may
+START_SNIPPET = """
+import json, sys, time
+def anon():
+    return int([l for l in open('/proc/self/status') if l.startswith('RssAnon')][0].split()[1]) * 1024
+import numpy, faiss, torch
+from cgrs_ros.index import load_index
+from cgrs_ros.search import open_search
+from cgrs_ros.models.device import apply_threads
+apply_threads(1)
+before, started = anon(), time.perf_counter()
+index = load_index(sys.argv[1])
+search = open_search(index, json.loads(sys.argv[2]))
+print(json.dumps({"start_s": time.perf_counter() - started, "anon_rss_added_mb": (anon() - before) / 2**20}))
+"""
+
+
+def stats(seconds: list[float]) -> dict:
+    ms = 1000 * np.asarray(seconds)
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3)}
+
+
+def timed(call, items, warmup: int = 3) -> tuple[dict, list]:
+    for item in items[:warmup]:
+        call(item)
+    seconds, results = [], []
+    for item in items:
+        started = time.perf_counter()
+        results.append(call(item))
+        seconds.append(time.perf_counter() - started)
+    return stats(seconds), results
+
+
+def recall_at(ann: list, exact: list, k: int = 20) -> float:
+    return round(float(np.mean([len(set(a[:k].tolist()) & set(e[:k].tolist())) / k for a, e in zip(ann, exact)])), 4)
+
+
+def query_latency(config, index, models, texts) -> dict:
+    engine = CGRSEngine(config, index, models)
+    result, _ = timed(lambda text: engine.query(text, QueryOptions(caption_mode="cached")), texts)
+    return result
+
+
+def build_rate(config, world: Path, threads: int, models, sample: int = 256) -> float:
+    records = read_manifest(world / "manifest.jsonl")
+    gallery = type(records)(records.records[:sample], root=records.root, source=records.source)
+    folder = Path(tempfile.mkdtemp(prefix="cgrs_build_"))
+    try:
+        started = time.perf_counter()
+        build_index(gallery, replace(config, threads=threads), folder, models=models, progress=False)
+        return round(sample / (time.perf_counter() - started), 1)
+    finally:
+        shutil.rmtree(folder)
+
+
+def world_rows(config, world: Path, index, models, texts, queries) -> dict:
+    """float16 against float32 recall, threads 1 against 2, ANN recall on the world's own vectors."""
+    rows = {}
+    images = np.concatenate([models.retriever.encode_images(
+        [load_image(index.image_path(r), config.index.max_image_side) for r in range(start, min(start + 64, len(index)))])
+        for start in range(0, len(index), 64)])
+    captions = models.text_similarity.encode(list(index.captions))
+    as_float32 = replace(index, image_embeddings=images.astype(np.float32), caption_embeddings=captions)
+    for name, which in (("float16 (index)", index), ("float32", as_float32)):
+        report = evaluate(CGRSEngine(config, which, models), queries, modes=("coarse", "cached"), progress=False)
+        rows[f"recall {name}"] = {mode: {f"R@{k}": round(v, 2) for k, v in r.items()} for mode, r in report.recall.items()}
+    for threads in (1, 2):
+        apply_threads(threads)
+        rows[f"threads {threads}"] = {"cached query": query_latency(config, index, models, texts),
+                                      "build img/s (256 images)": build_rate(config, world, threads, models)}
+    apply_threads(1)
+    vectors = models.retriever.encode_texts(texts)
+    exact = SEARCHES.factory("exact")(index.image_embeddings, None)
+    files = build_search_files(index.image_embeddings, IVFPQ)
+    ann = SEARCHES.factory("faiss_ivfpq")(index.image_embeddings, files.__getitem__)
+    rows["ivfpq recall@20 vs exact (world vectors)"] = recall_at([ann.search(v, 40) for v in vectors],
+                                                                 [exact.search(v, 40) for v in vectors])
+    return rows
+
+
+def tile(index, rows: int, noise: float, seed: int = 0):
+    """(records, captions, image vectors, caption vectors) of ``rows`` rows tiled from ``index``."""
+    rng = np.random.default_rng(seed)
+    base = np.arange(rows) % len(index)
+    arrays = []
+    for source in (index.image_embeddings, index.caption_embeddings):
+        out = np.empty((rows, source.shape[1]), np.float16)
+        for start in range(0, rows, 65536):
+            block = np.asarray(source[base[start:start + 65536]], dtype=np.float32)
+            block += rng.standard_normal(block.shape, dtype=np.float32) * (noise / np.sqrt(block.shape[1]))
+            out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        arrays.append(out)
+    originals = list(index.records)
+    captions = list(index.captions)
+    records = []
+    for row in range(rows):
+        r, copy = originals[row % len(index)], row // len(index)
+        records.append(GalleryRecord(f"{r.image_id}~{copy}", r.path, f"{r.place_id}~{copy}", r.platform,
+                                     r.lat, r.lon, r.alt, r.heading, r.extras))
+    return records, [captions[row % len(index)] for row in range(rows)], arrays[0], arrays[1]
+
+
+def index_start(folder: Path, spec: dict) -> dict:
+    done = subprocess.run([sys.executable, "-c", START_SNIPPET, str(folder), json.dumps(spec)],
+                          capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    return {k: round(v, 3) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+
+def size_row(config, world_index, world: Path, models, texts, vectors, rows: int, noise: float, device: str,
+             scratch: Path) -> dict:
+    folder = scratch / f"tiled_{rows}"
+    started = time.perf_counter()
+    records, captions, images, caption_vectors = tile(world_index, rows, noise)
+    ann_config = with_index(config, search=IVFPQ)
+    meta = write_index(folder, ann_config, records, captions, images, caption_vectors, world)
+    del records, captions, images, caption_vectors
+    result = {"rows": rows, "write_s (tile + write + IVF-PQ build)": round(time.perf_counter() - started, 1)}
+    data = folder / meta["data"]
+    sizes = {p.name: p.stat().st_size for p in data.iterdir()}
+    ann_bytes = sum(v for k, v in sizes.items() if k.startswith("search-"))
+    result["bytes/image on disk"] = round((sum(sizes.values()) - ann_bytes) / rows, 1)
+    result["bytes/image of the IVF-PQ file"] = round(ann_bytes / rows, 1)
+    result["bytes/image by file"] = {k: round(v / rows, 1) for k, v in sorted(sizes.items())}
+    result["index start (fresh process)"] = {name: index_start(folder, spec) for name, spec in
+                                             (("exact", {"name": "exact"}), ("faiss_ivfpq", IVFPQ),
+                                              ("faiss_flat", {"name": "faiss_flat"}))}
+    index = load_index(folder)
+    backends = {"exact": SEARCHES.factory("exact")(index.image_embeddings, index.read_file, device),
+                "faiss_flat": SEARCHES.factory("faiss_flat")(index.image_embeddings, index.read_file, device),
+                "faiss_ivfpq": SEARCHES.factory("faiss_ivfpq")(index.image_embeddings, index.read_file)}
+    if rows <= HNSW_MAX_ROWS:
+        files = build_search_files(index.image_embeddings, {"name": "faiss_hnsw"})
+        backends["faiss_hnsw"] = SEARCHES.factory("faiss_hnsw")(index.image_embeddings, files.__getitem__)
+    k = config.retrieval.top_k
+    coarse, found = {}, {}
+    for name, backend in backends.items():
+        coarse[name], found[name] = timed(lambda v, b=backend: b.search(v, k), list(vectors))
+    result["coarse search (k=%d)" % k] = coarse
+    result["recall@20 vs exact"] = {name: recall_at(found[name], found["exact"]) for name in backends if name != "exact"}
+    del backends
+    result["cached goal->matches"] = {
+        "exact": query_latency(replace(config, device=device), index, models, texts),
+        "faiss_ivfpq": query_latency(replace(ann_config, device=device), index, models, texts)}
+    shutil.rmtree(folder)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--queries", type=int, default=100, help="world queries timed per measurement")
+    parser.add_argument("--noise", type=float, default=0.15, help="norm of the noise added to each tiled vector")
+    parser.add_argument("--gpu", action="store_true", help="engine, search and build on CUDA")
+    parser.add_argument("--scratch", default="", help="folder for the tiled indexes (default: a temporary one)")
+    parser.add_argument("--out", default=str(RESULTS / "scale.json"))
+    args = parser.parse_args(argv)
+    device = "cpu"
+    if args.gpu:
+        import torch
+        if not torch.cuda.is_available():
+            parser.error("--gpu: CUDA is not available on this machine")
+        device = "cuda"
+    config = replace(load_engine_config(device=device), calibration="")
+    apply_threads(1)
+    world = prepare_world(TEST_WORLD, 300)
+    started = time.perf_counter()
+    path, build_s = prepare_index(config, world)
+    world_index = load_index(path, config)
+    world_bytes = sum(p.stat().st_size for p in world_index.data_dir.iterdir()) / len(world_index)
+    queries = read_queries(world / "queries.jsonl")[:args.queries]
+    texts = [q.text for q in queries]
+    models = load_models(config)      # the captioner too: the build-rate rows build
+    vectors = models.retriever.encode_texts(texts)
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="cgrs_scale_"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+                         + (f", {__import__('torch').cuda.get_device_name()}" if args.gpu else ", no GPU"),
+              "device": device, "queries": len(texts), "noise": args.noise, "ivfpq": IVFPQ,
+              "world": {"rows": len(world_index), "bytes/image on disk": round(world_bytes, 1),
+                        "index build s (0 when cached)": round(build_s, 1), **world_rows(config, world, world_index, models, texts, queries)},
+              "sizes": []}
+    print(json.dumps(result["world"], indent=1), flush=True)
+    for rows in (int(s) for s in args.sizes.split(",")):
+        result["sizes"].append(size_row(config, world_index, world, models, texts, vectors, rows, args.noise,
+                                        device, scratch))
+        print(json.dumps(result["sizes"][-1], indent=1), flush=True)
+    result["total_s"] = round(time.perf_counter() - started, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if not args.scratch:
+        shutil.rmtree(scratch)
+    print(f"wrote {args.out} ({result['total_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

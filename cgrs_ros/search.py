@@ -1,0 +1,240 @@
+"""Coarse search: the K gallery images whose CLIP vectors best match a query, by a chosen backend.
+
+The backend is ``index.search`` in the engine config (``{name: exact}`` by default) and is stored
+with the index: backends that need a structure made from the vectors (the ANN ones) build it with
+the index, into its generation (``search-<name>.faiss``), and an engine refuses an index built for
+another structure.  Every backend returns rows in the same order: by the exact cosine of the
+stored (float16) vector with the query, ties by row, so backends differ only in which candidates
+they may miss.
+
+- ``exact``:        one float16 matrix-vector product over the memory-mapped vectors (torch:
+                    no float32 copy of the matrix, SIMD float16 on CPU, the GPU when the engine
+                    runs on CUDA), the best ``k + margin`` picked by one partial sort, those
+                    rescored in float32; a bound on float16 rounding proves no other row can
+                    enter the top k (else the margin grows): exact, in one pass over the matrix.
+- ``faiss_flat``:   faiss ``IndexFlatIP`` over a float32 copy (the usual exact peer; 2x the RAM).
+- ``faiss_ivfpq``:  faiss IVF-PQ (``nlist`` lists, default 4 sqrt(N); ``m`` byte codes per vector,
+                    default 32), ``nprobe`` lists visited (default 2.5% of them, at least 32),
+                    ``rescore`` x k candidates rescored exactly: ~45 B/image beside the vectors.
+- ``faiss_hnsw``:   faiss HNSW graph (``M`` links), ``ef_search`` breadth, rescored likewise;
+                    holds its own float32 copy of the vectors.
+
+``faiss`` (faiss-cpu) is only imported by the faiss backends; a faiss GPU build is used for
+``faiss_flat`` when the engine runs on CUDA and the build has GPU support.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .errors import CGRSInputError
+from .models.registry import Registry
+
+# |float16 score - exact score| for unit vectors: query and product rounding (2 x 2^-11) plus
+# fp32 accumulation, with a wide safety factor
+FLOAT16_SCORE_ERROR = 4e-3
+
+
+class CoarseSearch(Protocol):
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        """Rows of the (up to) ``k`` best matches of the unit vector ``query``, best first."""
+
+
+SEARCHES: Registry = Registry("coarse search")
+
+
+def search_spec(value) -> dict:
+    """``index.search`` of a config: a name or ``{name: ..., <options>}``, checked by name."""
+    spec = {"name": value} if isinstance(value, str) else value
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CGRSInputError(f"index.search must be a backend name or a mapping with a 'name' "
+                             f"(one of {', '.join(SEARCHES.names())}), got {value!r}")
+    SEARCHES.factory(spec["name"])
+    return dict(spec)
+
+
+def exact_scores(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosine of the stored vectors of ``rows`` with ``query``: the score every backend ranks by.
+
+    Summed per row in float64 in one fixed order (not by BLAS, whose rounding depends on where a
+    row sits in the block): equal vectors get equal scores, so ties fall to the row order."""
+    return (np.asarray(vectors[rows], dtype=np.float64) * np.asarray(query, dtype=np.float64)).sum(axis=1)
+
+
+def best_first(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best of ``rows`` by score, ties by row."""
+    return rows[np.lexsort((rows, -scores))][:k]
+
+
+def rescored(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    rows = np.unique(rows[rows >= 0]).astype(np.int64)     # faiss pads a short answer with -1
+    return best_first(rows, exact_scores(vectors, rows, query), k)
+
+
+@SEARCHES.register("exact")
+class ExactSearch:
+    stored = False
+    QUERY_OPTIONS = ("margin",)
+
+    def __init__(self, vectors: np.ndarray, read: Callable[[str], bytes], device: str = "cpu", margin: int = 32):
+        import torch
+
+        self._torch, self._vectors, self.margin = torch, vectors, int(margin)
+        with warnings.catch_warnings():     # the map is read-only and is never written through
+            warnings.simplefilter("ignore", UserWarning)
+            matrix = torch.from_numpy(np.asarray(vectors))
+        self._device = torch.device(device)
+        self._matrix = matrix.to(self._device) if self._device.type == "cuda" else matrix
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        n = len(self._vectors)
+        k = min(k, n)
+        torch = self._torch
+        with torch.inference_mode():
+            q = torch.from_numpy(np.ascontiguousarray(query, dtype=self._vectors.dtype)).to(self._device)
+            approx = (self._matrix @ q).float().cpu().numpy()
+        wanted = k + self.margin
+        while True:
+            if wanted >= n:
+                rows = np.arange(n)
+                return best_first(rows, exact_scores(self._vectors, rows, query), k)
+            rows = np.argpartition(-approx, wanted - 1)[:wanted]
+            scores = exact_scores(self._vectors, rows, query)
+            top = np.lexsort((rows, -scores))[:k]
+            # a row left out scores at most min(approx of the kept) + error: below the k-th, it cannot enter
+            if scores[top[-1]] > approx[rows].min() + FLOAT16_SCORE_ERROR:
+                return rows[top]
+            wanted *= 4
+
+
+class _FaissSearch:
+    """Candidates from a faiss index, rescored exactly (:func:`rescored`)."""
+
+    stored = True
+    file = ""
+    QUERY_OPTIONS: tuple = ()
+
+    def __init__(self, vectors, read: Callable[[str], bytes], device: str = "cpu", rescore: int = 4, **options):
+        import faiss
+
+        self._vectors, self.rescore, self.options = vectors, int(rescore), options
+        self.index = faiss.deserialize_index(np.frombuffer(read(self.file), dtype=np.uint8))
+        self._tune(self.index)
+
+    def _tune(self, index) -> None:
+        """Apply query-time options."""
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        _, rows = self.index.search(np.ascontiguousarray(query, dtype=np.float32)[None], k * self.rescore)
+        return rescored(self._vectors, rows[0], query, k)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, **options) -> dict[str, bytes]:
+        import faiss
+
+        index = cls.make(vectors.shape[1], len(vectors), **{k: v for k, v in options.items()
+                                                         if k not in cls.QUERY_OPTIONS + ("rescore",)})
+        if not index.is_trained:
+            index.train(_training_sample(vectors))
+        for start in range(0, len(vectors), 65536):   # float32 one slice at a time
+            index.add(np.asarray(vectors[start:start + 65536], dtype=np.float32))
+        return {cls.file: faiss.serialize_index(index).tobytes()}
+
+
+def _training_sample(vectors: np.ndarray, size: int = 65536) -> np.ndarray:
+    rows = np.linspace(0, len(vectors) - 1, min(size, len(vectors))).astype(np.int64)
+    return np.asarray(vectors[rows], dtype=np.float32)
+
+
+@SEARCHES.register("faiss_ivfpq")
+class IVFPQSearch(_FaissSearch):
+    file = "search-ivfpq.faiss"
+    QUERY_OPTIONS = ("nprobe",)
+
+    def _tune(self, index) -> None:
+        # default: 2.5% of the lists, at least 32 (recall@20 >= 0.99 at 100k rows, where 32 lists are 2.5%)
+        index.nprobe = int(self.options.get("nprobe") or max(32, index.nlist // 40))
+
+    @staticmethod
+    def make(dim: int, count: int, nlist: int = 0, m: int = 0):
+        import faiss
+
+        nlist = nlist or max(1, min(4096, int(4 * count ** 0.5), count // 39))   # faiss wants >= 39 points per list
+        m = m or math.gcd(dim, 32)        # 32 one-byte codes per vector where the size allows
+        if dim % m:
+            raise CGRSInputError(f"index.search faiss_ivfpq: m={m} must divide the vector size {dim}")
+        bits = 8 if count >= 256 * 39 else max(1, int(np.log2(max(2, count // 39))))
+        return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, bits, faiss.METRIC_INNER_PRODUCT)
+
+
+@SEARCHES.register("faiss_hnsw")
+class HNSWSearch(_FaissSearch):
+    file = "search-hnsw.faiss"
+    QUERY_OPTIONS = ("ef_search",)
+
+    def _tune(self, index) -> None:
+        index.hnsw.efSearch = int(self.options.get("ef_search", 64))
+
+    @staticmethod
+    def make(dim: int, count: int, M: int = 32, ef_construction: int = 80):
+        import faiss
+
+        index = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        return index
+
+
+@SEARCHES.register("faiss_flat")
+class FlatSearch:
+    stored = False
+    QUERY_OPTIONS: tuple = ()
+
+    def __init__(self, vectors: np.ndarray, read: Callable[[str], bytes], device: str = "cpu"):
+        import faiss
+
+        self._vectors = vectors
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        for start in range(0, len(vectors), 65536):
+            self.index.add(np.asarray(vectors[start:start + 65536], dtype=np.float32))
+        if device.startswith("cuda") and hasattr(faiss, "StandardGpuResources"):
+            self._gpu = faiss.StandardGpuResources()
+            self.index = faiss.index_cpu_to_gpu(self._gpu, int(device.partition(":")[2] or 0), self.index)
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        _, rows = self.index.search(np.ascontiguousarray(query, dtype=np.float32)[None], k)
+        return rescored(self._vectors, rows[0], query, k)
+
+
+def build_options(spec: dict) -> dict:
+    """The part of a search spec that shapes a stored structure (query-time options excluded)."""
+    backend = SEARCHES.factory(spec["name"])
+    return {k: v for k, v in spec.items() if k not in backend.QUERY_OPTIONS + ("rescore",)}
+
+
+def build_search_files(vectors: np.ndarray, spec: dict) -> dict[str, bytes]:
+    """Files of the structure ``spec``'s backend searches (none for the ones that need none)."""
+    backend = SEARCHES.factory(spec["name"])
+    if not backend.stored:
+        return {}
+    try:
+        return backend.build(vectors, **{k: v for k, v in spec.items() if k != "name"})
+    except TypeError as exc:
+        raise CGRSInputError(f"index.search {spec['name']!r}: bad options {sorted(spec)}: {exc}") from exc
+
+
+def open_search(index, spec: dict, device: str = "cpu") -> CoarseSearch:
+    """The backend ``spec`` asks for over a loaded index's image vectors (a stored structure must
+    have been built into the index, with the same build options)."""
+    backend = SEARCHES.factory(spec["name"])
+    built = index.meta.get("search")
+    if backend.stored and (not isinstance(built, dict) or build_options(built) != build_options(spec)):
+        raise CGRSInputError(f"index {index.path} was built for coarse search {built!r}, the config asks for "
+                             f"{spec!r}; rerun cgrs-index with this config (it reuses every encoded image)")
+    options = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        return backend(index.image_embeddings, index.read_file, device, **options)
+    except TypeError as exc:
+        raise CGRSInputError(f"index.search {spec['name']!r}: bad options {sorted(options)}: {exc}") from exc

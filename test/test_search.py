@@ -1,0 +1,99 @@
+"""Coarse-search backends: exact equals a float64 brute force (ties by row), the ANN structures
+are built into the index and reused, and an index built for another structure is refused."""
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cgrs_ros.config import load_engine_config
+from cgrs_ros.engine import CGRSEngine
+from cgrs_ros.errors import CGRSInputError
+from cgrs_ros.gallery import read_manifest
+from cgrs_ros.index import build_index, load_index
+from cgrs_ros.search import ExactSearch
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
+
+
+def _brute_force(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    scores = [float(np.dot(v.astype(np.float64), query.astype(np.float64))) for v in vectors]
+    return sorted(range(len(vectors)), key=lambda r: (-scores[r], r))[:k]
+
+
+@pytest.mark.parametrize("k", [1, 20, 64])
+def test_exact_search_is_the_brute_force_ranking_with_ties_by_row(k):
+    rng = np.random.default_rng(k)
+    vectors = _unit(rng.standard_normal((3000, 32)))
+    vectors[[10, 2000, 2999]] = vectors[1500]            # duplicates: exact ties
+    # a crowd of near-equal rows around the query: float16 cannot order them, the bound must widen
+    centre = rng.standard_normal(32)
+    vectors[100:400] = _unit(centre + 1e-3 * rng.standard_normal((300, 32)))
+    search = ExactSearch(vectors, read=None)
+    for query in (vectors[1500].astype(np.float32), _unit(centre[None])[0].astype(np.float32),
+                  _unit(rng.standard_normal((1, 32)))[0].astype(np.float32)):
+        assert search.search(query, k).tolist() == _brute_force(vectors, query, k)
+
+
+@pytest.fixture(scope="module")
+def ann_index(tiny_engine_files, tmp_path_factory):
+    """The tiny index rebuilt for faiss_ivfpq: (config, folder, build result)."""
+    config_path, index_dir = tiny_engine_files
+    folder = tmp_path_factory.mktemp("ann") / "index"
+    shutil.copytree(index_dir, folder)
+    config = load_engine_config(config_path)
+    config = replace(config, index=replace(config.index, search={"name": "faiss_ivfpq", "nprobe": 64}).validated())
+    manifest = json.loads((folder / "index.json").read_text())["gallery_source"]
+    result = build_index(read_manifest(manifest), config, folder, progress=False)
+    return config, folder, result
+
+
+def test_an_ann_structure_is_built_into_the_index_reusing_every_encoded_image(ann_index):
+    config, folder, result = ann_index
+    assert (result["encoded"], result["up_to_date"]) == (0, False)
+    assert result["search"] == {"name": "faiss_ivfpq", "nprobe": 64}
+    assert (folder / result["data"] / "search-ivfpq.faiss").is_file()
+    assert "search-ivfpq.faiss" in result["checksums"]
+
+
+def test_ann_ranking_equals_exact_when_every_list_is_probed(ann_index, tiny_engine_files):
+    config, folder, _ = ann_index
+    exact_config = replace(config, index=replace(config.index, search={"name": "exact"}))
+    ann = CGRSEngine.load(config, folder)
+    exact = CGRSEngine(exact_config, ann.index, ann.models)
+    try:
+        for text in ("a red roof", "blue", "a green building"):
+            query = ann.models.retriever.encode_texts([text])[0]
+            assert ann.coarse(query, 10).tolist() == exact.coarse(query, 10).tolist()
+    finally:
+        ann.close()
+
+
+def test_an_index_built_for_another_structure_is_refused_with_the_fix(tiny_engine_files, ann_index):
+    config, _, _ = ann_index
+    _, exact_dir = tiny_engine_files
+    index = load_index(exact_dir, config)
+    with pytest.raises(CGRSInputError, match=r"was built for coarse search \{'name': 'exact'\}.*rerun cgrs-index"):
+        CGRSEngine(config, index, models=None)
+
+
+def test_a_corrupt_ann_file_is_refused(ann_index, tmp_path):
+    config, folder, result = ann_index
+    copy = tmp_path / "index"
+    shutil.copytree(folder, copy)
+    file = copy / result["data"] / "search-ivfpq.faiss"
+    data = bytearray(file.read_bytes())
+    data[-5] ^= 1
+    file.write_bytes(bytes(data))
+    with pytest.raises(CGRSInputError, match="search-ivfpq.faiss does not match the checksum"):
+        CGRSEngine(config, load_index(copy, config), models=None)
+
+
+@pytest.mark.parametrize("value, message", [("annoy", "unknown coarse search 'annoy'"),
+                                            (7, "index.search must be a backend name or a mapping")])
+def test_an_unknown_search_backend_is_named(value, message, tiny_engine_config_path):
+    with pytest.raises(CGRSInputError, match=message):
+        load_engine_config(tiny_engine_config_path, index={"search": value})
