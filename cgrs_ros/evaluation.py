@@ -130,7 +130,9 @@ def evaluate(engine, queries: Sequence[Query], modes: Sequence[str] = ("coarse",
             report.recall[mode] = recall_at_k(ranked_places, [q.place_id for q in scored], ks)
             continue
         if mode == "coarse":
-            scores = map(engine.similarities, encode_queries(engine, [q.text for q in scored]))
+            every_row = np.arange(n_images)
+            scores = (engine.coarse_scores(vector, every_row)
+                      for vector in encode_queries(engine, [q.text for q in scored]))
         else:
             scores = (official_protocol.ranking_scores(rows, n_images) for rows in rankings[mode])
         report.recall[mode] = official_protocol.text_to_image_recall(scores, text_images, labels, ks)
