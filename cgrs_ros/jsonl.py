@@ -36,7 +36,7 @@ def read_bytes(path: Path, what: str) -> bytes:
 
 def decode_text(data: bytes, path: Path, what: str) -> str:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")       # a byte-order mark (Windows editors) is not content
     except UnicodeDecodeError as exc:
         raise CGRSInputError(f"{what} {path} is not UTF-8 text: {exc}") from exc
 

@@ -27,6 +27,7 @@ from typing import Sequence
 from .errors import CGRSInputError
 from .evaluation import DEFAULT_KS, recall_at_k
 from .formats.robosense import IMAGE_SUFFIXES, is_track4_query_id, submission_query_id
+from .jsonl import read_text
 
 _log = logging.getLogger(__name__)
 
@@ -48,12 +49,7 @@ def image_key(image_id: str) -> str:
 def read_ground_truth(path: str | os.PathLike) -> GroundTruth:
     """Read either form of the module docstring; every bad entry is refused with where it is."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CGRSInputError(f"cannot read ground truth {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise CGRSInputError(f"ground truth {path} is not UTF-8 text: {exc}") from exc
+    text = read_text(path, "ground truth")
     if text.lstrip().startswith(("{", "[")):
         pairs = _json_pairs(path, text)
     else:

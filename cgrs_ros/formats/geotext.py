@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import CGRSInputError
 from ..gallery import GEO_FIELDS, Gallery, GalleryRecord
+from ..jsonl import read_text
 from ..queries import Query, validate_query_text
 
 _PLACE_RE = re.compile(r"\d{4}")
@@ -139,12 +140,7 @@ def _default_image_root(json_path: Path, items: list) -> Path:
 
 
 def _read_json_list(path: Path) -> list:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CGRSInputError(f"cannot read GeoText annotations {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise CGRSInputError(f"GeoText annotations {path} are not UTF-8 text: {exc}") from exc
+    text = read_text(path, "GeoText annotations file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 
 from ..errors import CGRSInputError
 from ..gallery import GEO_FIELDS, Gallery, GalleryRecord, write_text_atomic
+from ..jsonl import read_text
 from ..queries import Query, validate_query_text
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -54,12 +55,7 @@ def load_track4_gallery(folder: str | os.PathLike) -> Gallery:
 def load_track4_queries(path: str | os.PathLike) -> list[Query]:
     """Queries of a Track 4 query file; every bad line is refused with ``file:line`` and the reason."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as exc:
-        raise CGRSInputError(f"cannot read Track 4 query file {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise CGRSInputError(f"Track 4 query file {path} is not UTF-8 text: {exc}") from exc
+    lines = read_text(path, "Track 4 query file").splitlines()
     queries: list[Query] = []
     seen: dict[str, int] = {}        # query id -> line
     submitted: dict[str, int] = {}   # submission id ("q1") -> line
@@ -109,12 +105,7 @@ def read_track4_submission(path: str | os.PathLike) -> list[tuple[str, list[str]
     an id that is not a Track 4 query id is refused with ``file:line``.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as exc:
-        raise CGRSInputError(f"cannot read submission {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise CGRSInputError(f"submission {path} is not UTF-8 text: {exc}") from exc
+    lines = read_text(path, "submission").splitlines()
     rankings, seen = [], {}
     for number, line in enumerate(lines, start=1):
         fields = line.split()
