@@ -12,10 +12,10 @@ story: the index is built offboard and the drone serves it in cached mode:
   includes DDS, the engine query (CLIP text encoding, search, places, caption matching, fusion) and
   the node's outputs with their defaults (the contact sheet on ~/match_image included).
 
-Stacks: ``embedded`` (the packaged default: tiny CLIP with a MiniLM text tower, MiniLM bi-encoder)
-and ``hub-size`` (open_clip ViT-B-32 at random init -- the size of the laion2b model, no download --
-and the MiniLM bi-encoder; the index captions come from the embedded captioner, which cached mode
-does not load at query time).
+Stacks: ``embedded`` (the packaged default: tiny CLIP with a MiniLM text tower, the clause matcher
+over MiniLM) and ``hub-size`` (open_clip ViT-B-32 at random init -- the size of the laion2b model, no
+download -- with the default's matcher and settings; the index captions come from the embedded
+captioner, which cached mode does not load at query time).
 
 Computed, not measured: the weights of Qwen2-VL-2B-Instruct, the 2B chat VLM of
 config/engine_hub_models.yaml that online captioning would load, from its architecture (built on
@@ -51,12 +51,12 @@ def stack_configs(folder: Path) -> dict[str, Path]:
     embedded = RESOURCES / "engine_default.yaml"
     hub = folder / "engine_hub_size.yaml"
     hub.write_text(
-        "# ViT-B-32 at random init (the laion2b model's size; nothing downloaded) + the MiniLM bi-encoder\n"
+        "# ViT-B-32 at random init (the laion2b model's size; nothing downloaded); the rest as the default\n"
         "device: cpu\n"
         "retriever: {name: open_clip, model: ViT-B-32}\n"
         f"captioner: {{name: image_to_text, model: {RESOURCES / 'embedded' / 'captioner'}, max_new_tokens: 55}}\n"
-        "text_similarity: {name: sentence_transformers, model: sentence-transformers/all-MiniLM-L6-v2}\n"
-        "retrieval: {top_k: 40, fusion_weight: 0.7, caption_mode: cached, max_results: 10,\n"
+        "text_similarity: {name: clause_match, model: sentence-transformers/all-MiniLM-L6-v2}\n"
+        "retrieval: {top_k: 200, fusion_weight: 0.9, caption_mode: cached, max_results: 10,\n"
         "            grouping: place_id, place_views: 3}\n"
         "index: {batch_size: 32, chunk_size: 256, rectify: north_up}\n")
     return {"embedded": embedded, "hub-size": hub}
