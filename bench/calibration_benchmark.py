@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 
 from recall_benchmark import BI_ENCODER, RESULTS, Bench, prepare_index, prepare_world, with_matcher  # noqa: E402
 
-from cgrs_ros.calibration import (DOMAIN_FEATURES, FEATURES, fit, fitted_for, out_of_world_goals, ranking_features,  # noqa: E402
-                                  reliability)
+from cgrs_ros.calibration import (DOMAIN_FEATURES, FEATURES, fit, fitted_for,  # noqa: E402
+                                  out_of_world_goals, ranking_features, reliability)
 from cgrs_ros.config import DEFAULT_ENGINE_CONFIG, load_engine_config  # noqa: E402
 from cgrs_ros.index import load_index  # noqa: E402
 from cgrs_ros.queries import read_queries  # noqa: E402

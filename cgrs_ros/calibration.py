@@ -95,7 +95,8 @@ class Calibration:
             if (data.pop("features"), data.pop("domain_features")) != (
                     list(FEATURES), [FEATURES[i] for i in DOMAIN_FEATURES]):
                 raise ValueError("it was fitted on other features")
-            models = {name: Logistic(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop(name).items()})
+            models = {name: Logistic(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in data.pop(name).items()})
                       for name in ("correct", "in_domain")}
             return cls(**models, **data)
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -122,7 +123,8 @@ def load_calibration(config) -> tuple[Calibration | None, str]:
     return calibration, ""
 
 
-def fit(features: np.ndarray, labels: np.ndarray, in_world: np.ndarray, fitted_for_: dict, fitted_on: dict) -> Calibration:
+def fit(features: np.ndarray, labels: np.ndarray, in_world: np.ndarray, fitted_for_: dict,
+        fitted_on: dict) -> Calibration:
     """Both models of a :class:`Calibration`: ``correct`` on the in-world goals' FEATURES and labels,
     ``in_domain`` on every goal's DOMAIN_FEATURES against ``in_world``."""
     x, in_world = np.asarray(features, np.float64), np.asarray(in_world, bool)
