@@ -103,12 +103,17 @@ class Calibration:
             raise CGRSInputError(f"calibration file {path} cannot be used: {exc}") from exc
 
 
+# matcher keys that change speed or memory, not scores
+_RUNTIME_KEYS = ("device", "dtype", "batch_size", "cache_clauses", "cache_queries", "cache_pairs")
+
+
 def fitted_for(config) -> dict:
     """What a calibration is valid for: the models (by content, not by path) and retrieval settings."""
     from .fingerprint import describe_value, engine_fingerprint
 
     return {"engine": engine_fingerprint(config),
-            "text_similarity": {k: describe_value(config.text_similarity.get(k)) for k in ("name", "model")},
+            "text_similarity": {k: describe_value(v) for k, v in sorted(config.text_similarity.items())
+                                if k not in _RUNTIME_KEYS},
             "retrieval": {k: getattr(config.retrieval, k) for k in CALIBRATED_SETTINGS}}
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -78,18 +78,38 @@ class Match:
         return self.lat is not None and self.lon is not None
 
 
+class LazyMatches(Sequence[Match]):
+    """The matches of some ranked rows, each decoded from the index when first read.
+
+    A place's supporting views are evidence most callers only count: decoding a record (and
+    checking its path) costs ~0.1 ms, and ten places of ten views would be ~10 ms of a query.
+    """
+
+    def __init__(self, rows: Sequence[int], decode: Callable[[int], Match]):
+        self._rows, self._decode = [int(r) for r in rows], decode     # ``decode`` memoises
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return self._decode(self._rows[i])
+
+
 @dataclass(frozen=True)
 class PlaceMatch:
     """One distinct place among the results: its views that support it, best view first.
 
     A navigation stack wants N distinct targets, not three photos of one roof; ``views`` keeps the
-    image-level evidence (``views[0]`` is the view to show and whose camera pose is reported).
+    image-level evidence (``views[0]`` is the view to show and whose camera pose is reported),
+    decoded on access.
     """
 
     rank: int
     place_id: str
     score: float
-    views: tuple[Match, ...]
+    views: Sequence[Match]
 
     @property
     def best(self) -> Match:
@@ -338,20 +358,25 @@ class CGRSEngine:
         return self.caption_cache.get(rows)
 
     def assemble(self, text: str, ranking: Ranking, settings: RetrievalSettings) -> QueryResult:
-        """The result a caller sees: matches for the first ``max_results`` rows and for every view of
-        the first ``max_results`` places, and only for those (a record is decoded per row asked for)."""
+        """The result a caller sees: matches for the first ``max_results`` rows and the first
+        ``max_results`` places (their views decoded when read: a record is decoded per row asked for)."""
         shown_places = ranking.places[:settings.max_results]
         position = {int(row): p for p, row in enumerate(ranking.rows)}
-        shown = dict.fromkeys([int(r) for r in ranking.rows[:settings.max_results]]
-                              + [int(r) for place in shown_places for r in place.rows])
-        matches = {row: self._match(row, position[row], ranking) for row in shown}
-        places = [PlaceMatch(rank, matches[int(place.rows[0])].place_id, place.score,
-                             tuple(matches[int(r)] for r in place.rows))
-                  for rank, place in enumerate(shown_places, start=1)]
+        decoded: dict[int, Match] = {}
+
+        def match(row: int) -> Match:          # each row decoded once, whichever list reads it first
+            if row not in decoded:
+                decoded[row] = self._match(row, position[row], ranking)
+            return decoded[row]
+
+        places = []
+        for rank, place in enumerate(shown_places, start=1):
+            views = LazyMatches(place.rows, match)
+            places.append(PlaceMatch(rank, views[0].place_id, place.score, views))
         reranked = ranking.caption is not None
         status = (f"reranked {len(ranking.places)} candidate places with {settings.caption_mode} captions"
                   if reranked else "coarse ranking (caption mode off)")
-        result = QueryResult(text, [matches[int(r)] for r in ranking.rows[:settings.max_results]], reranked,
+        result = QueryResult(text, [match(int(r)) for r in ranking.rows[:settings.max_results]], reranked,
                              False, status, settings, places=places)
         if ranking.error is not None:
             result.degraded = True

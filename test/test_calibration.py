@@ -45,3 +45,15 @@ def test_in_world_probabilities_are_calibrated_on_their_own_data():
     calibration = fit(x, y, in_world, {}, {})
     p = np.array([calibration.probability(f) for f in x[in_world]])
     assert abs(p.mean() - y[in_world].mean()) < 0.03        # mean confidence = accuracy on the fit data
+
+
+def test_a_calibration_is_tied_to_the_matcher_settings_that_change_scores():
+    from dataclasses import replace
+
+    from cgrs_ros.calibration import fitted_for
+    from cgrs_ros.config import load_engine_config
+
+    config = load_engine_config(None)
+    with_spec = lambda **extra: replace(config, text_similarity=dict(config.text_similarity, **extra))  # noqa: E731
+    assert fitted_for(with_spec(side_weight=0.0)) != fitted_for(config)
+    assert fitted_for(with_spec(batch_size=8, device="cpu")) == fitted_for(config)     # speed, not scores

@@ -7,7 +7,7 @@ from cgrs_ros.config import load_engine_config
 from cgrs_ros.engine import CGRSEngine
 from cgrs_ros.index import load_index
 from cgrs_ros.models import TEXT_SIMILARITIES, load_models
-from cgrs_ros.models.text_similarity import split_clauses
+from cgrs_ros.models.text_similarity import relations, split_clauses
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 QUERY = "Which block has a pond east of it and a grove to its south?"
@@ -31,6 +31,8 @@ def test_split_clauses_keeps_each_landmark_with_its_side():
     assert split_clauses(RIGHT)[-2:] == ["a lake to the east of the building",
                                          "a group of trees to the south of the building"]
     assert split_clauses("crimson roof, pond east") == ["crimson roof", "pond east"]
+    # "with" joins a noun phrase ("a parking lot with cars"), not two facts
+    assert split_clauses("a parking lot with cars to the north") == ["a parking lot with cars to the north"]
     assert split_clauses("  ,;. ") == [",;."]                 # never an empty list
 
 
@@ -45,6 +47,26 @@ def test_clause_match_reads_sides_that_the_sentence_vector_blurs(matchers):
     assert abs(s_right - s_swapped) < (right - swapped)
 
 
+def test_clause_match_reads_an_inverted_relation(matchers):
+    """"the house just south of a pond": the pond lies north of the target, as the caption says."""
+    clause, _ = matchers
+    north = RIGHT.replace("to the east", "to the north")
+    south = RIGHT.replace("to the east", "to the south").replace("group of trees to the south", "road to the west")
+    goal = "I am looking for the house just south of a pond."
+    right, wrong = clause.score(goal, [north, south])
+    asked = relations(goal)                                 # "I am looking for the house", "a pond" (north)
+    assert [r.sides for r in asked] == [frozenset(), frozenset({"north"})]
+    # the wrong side is a contradiction: the pond clause loses up to side_weight (less where another
+    # clause of the caption becomes its best match), in a mean over two clauses
+    assert 0.1 < right - wrong <= clause.side_weight / len(asked) + 1e-5
+
+
+def test_side_weight_is_validated():
+    from cgrs_ros.errors import CGRSInputError
+    with pytest.raises(CGRSInputError, match="side_weight"):
+        TEXT_SIMILARITIES.build({"name": "clause_match", "model": MINILM, "side_weight": "big"})
+
+
 def test_clause_vectors_are_cached_by_text_and_bounded(matchers):
     clause, _ = matchers
     first = clause.score(QUERY, [RIGHT, SWAPPED, RIGHT])
@@ -53,7 +75,8 @@ def test_clause_vectors_are_cached_by_text_and_bounded(matchers):
     again = clause.score(QUERY, [RIGHT, SWAPPED])
     assert np.allclose(again, first[:2], atol=1e-5)
     # the LRU keeps at least the clauses of the current call, and never grows past them
-    assert len(clause._vectors) == len(set(split_clauses(QUERY) + split_clauses(RIGHT) + split_clauses(SWAPPED)))
+    texts = {r.what for text in (QUERY, RIGHT, SWAPPED) for r in relations(text)}
+    assert len(clause._vectors) == len(texts)
     clause.cache_clauses = 200_000
     with pytest.raises(TypeError, match="stores no caption embedding"):
         clause.encode(["x"])

@@ -13,18 +13,22 @@ Three kinds, selected by name:
   ``cross-encoder/ms-marco-MiniLM-L6-v2`` or ``BAAI/bge-reranker-v2-m3``.
 - ``clause_match``: late interaction at the level of clauses over any sentence-transformers
   bi-encoder.  Query and caption are cut into clauses ("a pond east of it", "a lake to the north of
-  the building"); a caption's score is the mean, over the query's clauses, of the best cosine with
-  any of its clauses.  A sentence vector averages "lake east" and "trees south" into the same point
-  as "lake south" and "trees east"; a clause vector keeps each landmark with its side (MiniLM:
-  "a pond to its east" scores 0.62 with "a lake to the east of the building", 0.55 with "... to the
-  south ..."), and each stated fact must find its own support.  Clause vectors are remembered by
-  text: templated captions repeat the same clauses all over a gallery.
+  the building"), and each clause is read as *what* it names and *which compass side* it puts that
+  on (:mod:`cgrs_ros.spatial_text`: "above it on the map" is north; "the house just south of a pond"
+  puts the pond north of the target).  A caption's score is the mean, over the query's clauses, of
+  the best match among its clauses: the cosine of what they name, less ``side_weight`` where the
+  caption puts it on another side.  A sentence vector averages "lake east" and "trees south" into the
+  same point as "lake south" and "trees east", and even a clause vector reads "east" as one word of
+  many (MiniLM: "a pond to its east" 0.62 with "a lake to the east of the building", 0.55 with
+  "... to the south ..."); sides read as sides make a wrong side a contradiction.  Clause vectors
+  and the reading of each text are remembered: templated captions repeat all over a gallery.
 
 All answer :meth:`TextSimilarity.score`; ``embeds_captions`` says whether the index must store
 caption vectors for the model (and so whether the index fingerprint depends on it).
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from typing import Protocol, Sequence
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import CGRSInputError
+from ..spatial_text import Relation, read_relations
 from .device import resolve_device
 from .local_weights import resolve_model_path
 from .registry import Registry
@@ -144,7 +149,7 @@ class CrossEncoderSimilarity:
         self.model = None
 
 
-_CLAUSE_BREAK = re.compile(r"[.;,:?!()]|\b(?:and|with|whose|there is|there are)\b", re.IGNORECASE)
+_CLAUSE_BREAK = re.compile(r"[.;,:?!()]|\b(?:and|whose|there is|there are)\b", re.IGNORECASE)
 
 
 def split_clauses(text: str) -> list[str]:
@@ -153,9 +158,29 @@ def split_clauses(text: str) -> list[str]:
     return [c for c in clauses if c] or [" ".join(text.split())]      # never empty: punctuation only stays
 
 
+@functools.lru_cache(maxsize=65_536)
+def relations(text: str) -> tuple[Relation, ...]:
+    """The relations a query or caption states, clause by clause (remembered: a gallery's captions
+    come back query after query)."""
+    return tuple(r for clause in split_clauses(text) for r in read_relations(clause))
+
+
+_SIDE_BITS = {"north": 1, "east": 2, "south": 4, "west": 8}
+
+
+def _side_masks(said: Sequence[Relation]) -> np.ndarray:
+    return np.array([sum(_SIDE_BITS[s] for s in r.sides) for r in said], dtype=np.uint8)
+
+
 @TEXT_SIMILARITIES.register("clause_match")
 class ClauseMatchSimilarity:
-    """Mean over the query's clauses of the best clause cosine in the caption (see the module doc).
+    """Mean over the query's clauses of the best clause match in the caption (see the module doc).
+
+    Each clause is read as a :class:`~cgrs_ros.spatial_text.Relation`: what it names, compared by
+    cosine of the encoder's vectors, and the compass sides it puts that on, compared as sets.  A
+    caption clause that puts the landmark on another side than the query's loses ``side_weight``
+    (a caption that states no side loses nothing: it does not contradict).  ``side_weight: 0``
+    compares clauses by meaning alone.
 
     It needs no caption vectors in the index (``embeds_captions`` is False): clause vectors are
     computed on first sight and kept in an LRU of ``cache_clauses`` texts.
@@ -164,11 +189,14 @@ class ClauseMatchSimilarity:
     embeds_captions = False
     embedding_dim = 0
 
-    def __init__(self, model: str = DEFAULT_TEXT_MODEL, batch_size: int = 64, cache_clauses: int = 200_000,
-                 device: str | None = None, dtype: str | None = None):
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, side_weight: float = 0.6, batch_size: int = 64,
+                 cache_clauses: int = 200_000, device: str | None = None, dtype: str | None = None):
+        if not isinstance(side_weight, (int, float)) or not 0 <= side_weight <= 2:
+            raise CGRSInputError(f"text_similarity 'side_weight' must be a number in [0, 2], got {side_weight!r}")
         self.encoder = SentenceTransformerSimilarity(model, batch_size=batch_size, cache_queries=0,
                                                      device=device, dtype=dtype)
-        self._spec = {"name": "clause_match", "model": model}
+        self.side_weight = float(side_weight)
+        self._spec = {"name": "clause_match", "model": model, "side_weight": self.side_weight}
         self.cache_clauses = int(cache_clauses)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -188,14 +216,20 @@ class ClauseMatchSimilarity:
         return found
 
     def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None) -> np.ndarray:
-        query_clauses = split_clauses(query)
-        caption_clauses = {c: split_clauses(c) for c in dict.fromkeys(captions)}
-        vectors = self._clause_vectors(query_clauses + [c for cs in caption_clauses.values() for c in cs])
-        q = np.stack([vectors[c] for c in query_clauses])
-        by_caption = {}
-        for caption, clauses in caption_clauses.items():
-            similarity = q @ np.stack([vectors[c] for c in clauses]).T      # (query clauses, caption clauses)
-            by_caption[caption] = float(similarity.max(axis=1).mean())
+        if not len(captions):
+            return np.zeros(0, dtype=np.float32)
+        asked = relations(query)
+        unique = list(dict.fromkeys(captions))
+        stated = [relations(c) for c in unique]
+        said = [r for rs in stated for r in rs]
+        vectors = self._clause_vectors([r.what for r in asked] + [r.what for r in said])
+        # every (query clause, caption clause) pair in one product; then the best per caption
+        similarity = np.stack([vectors[r.what] for r in asked]) @ np.stack([vectors[r.what] for r in said]).T
+        a, s = _side_masks(asked)[:, None], _side_masks(said)[None, :]
+        similarity -= self.side_weight * ((a != 0) & (s != 0) & ((a & s) == 0))
+        starts = np.cumsum([0] + [len(rs) for rs in stated[:-1]])
+        best = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
+        by_caption = dict(zip(unique, best.tolist()))
         return np.array([by_caption[c] for c in captions], dtype=np.float32)
 
     def fingerprint(self) -> dict:
