@@ -9,7 +9,8 @@ A YAML file (see ``cgrs_ros/resources/engine_default.yaml`` and ``config/engine_
     captioner:       {name: image_to_text, model: Salesforce/blip-image-captioning-base}
     text_similarity: {name: sentence_transformers, model: sentence-transformers/all-MiniLM-L6-v2}
     retrieval:       {top_k: 20, fusion_weight: 0.5, normalization: zscore, caption_mode: cached, max_results: 10}
-    index:           {batch_size: 32, chunk_size: 256, rectify: none, max_image_side: 1024, search: exact}
+    index:           {batch_size: 32, chunk_size: 256, rectify: none, max_image_side: 1024, search: exact,
+                      captions: all}
     threads: 1              # CPU threads (torch, faiss): N | auto (see README "Performance")
 
 Relative file paths inside model specs (checkpoints, local model folders) are resolved against the
@@ -31,6 +32,7 @@ DEFAULT_ENGINE_CONFIG = RESOURCES / "engine_default.yaml"
 
 NORMALISATIONS = ("zscore", "minmax", "none")
 CAPTION_MODES = ("cached", "online", "off")
+INDEX_CAPTIONS = ("all", "none")
 _PATH_KEYS = ("model", "pretrained", "checkpoint", "model_config")
 
 
@@ -95,7 +97,13 @@ _POSITIVE_MODEL_OPTIONS = ("batch_size", "max_new_tokens", "num_beams")
 @dataclass(frozen=True)
 class IndexSettings:
     """How an index is built.  ``rectify`` and ``horizontal_platforms`` change the captions, so they
-    are part of the index fingerprint (see :mod:`cgrs_ros.rectify`)."""
+    are part of the index fingerprint (see :mod:`cgrs_ros.rectify`).
+
+    ``captions``: ``all`` captions every image at build time (cached queries then cost no
+    captioning); ``none`` runs the retriever alone (captioning is most of a build) and captions
+    candidates when a query first needs them (kept in the index's caption log, see
+    :mod:`cgrs_ros.caption_log`), as the paper does.
+    """
 
     batch_size: int = 32     # images per encoder/captioner batch (and decoded at once)
     chunk_size: int = 256    # images per resumable unit of work written to disk
@@ -103,6 +111,7 @@ class IndexSettings:
     horizontal_platforms: tuple = ("ground",)   # platforms never turned (street-level photos)
     max_image_side: int = 1024   # images are decoded downscaled to this longest side (bounds memory)
     search: dict = field(default_factory=lambda: {"name": "exact"})   # coarse-search backend (cgrs_ros.search)
+    captions: str = "all"    # all | none: caption every image at build time, or only candidates at query time
 
     def validated(self, where: str = "index") -> "IndexSettings":
         from .rectify import RECTIFY_MODES
@@ -112,6 +121,8 @@ class IndexSettings:
             require_positive_int(getattr(self, name), f"{where}.{name}")
         if self.rectify not in RECTIFY_MODES:
             raise CGRSInputError(f"{where}.rectify {self.rectify!r}; use one of {RECTIFY_MODES}")
+        if self.captions not in INDEX_CAPTIONS:
+            raise CGRSInputError(f"{where}.captions {self.captions!r}; use one of {INDEX_CAPTIONS}")
         platforms = self.horizontal_platforms
         if isinstance(platforms, str) or not all(isinstance(p, str) for p in platforms):
             raise CGRSInputError(f"{where}.horizontal_platforms must be a list of platform names, got {platforms!r}")

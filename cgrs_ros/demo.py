@@ -2,8 +2,9 @@
 
 What the node serves and ``cgrs-demo`` shows when no gallery is given.  It is generated and indexed
 on first use into a cache folder (``$CGRS_HOME``, default ``~/.cache/cgrs_ros``) keyed by the world
-and the models' fingerprint, so changing models never serves a stale index; a file lock stops two
-processes (the node and a demo, say) from building it at once.
+and the index fingerprint (the models, or the retriever alone with ``index.captions: none``), so
+changing models never serves a stale index; a file lock stops two processes (the node and a demo,
+say) from building it at once.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 from .config import EngineConfig
-from .fingerprint import engine_fingerprint
+from .fingerprint import index_fingerprint
 
 DEMO_WORLD = {"seed": 5, "n_places": 40, "views_drone": 6, "ground": True}
 
@@ -25,7 +26,7 @@ def cache_home() -> Path:
 
 def demo_paths(config: EngineConfig) -> tuple[Path, Path]:
     """(world folder, index folder) for this config."""
-    key = hashlib.sha256(json.dumps([DEMO_WORLD, engine_fingerprint(config)], sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps([DEMO_WORLD, index_fingerprint(config)], sort_keys=True).encode())
     world = cache_home() / f"demo_world_s{DEMO_WORLD['seed']}_{DEMO_WORLD['n_places']}"
     return world, cache_home() / f"demo_index_{key.hexdigest()[:12]}"
 

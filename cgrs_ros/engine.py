@@ -5,7 +5,11 @@ Per query (CGRS, arXiv 2510.02728):
 2. places: the candidates are grouped into places (:mod:`cgrs_ros.places`), and each candidate
    place brings all of its views as evidence;
 3. captions of those views: cached (from the index, the fast path) or online (captioned now, as
-   the paper does, remembered so no image is captioned twice);
+   the paper does, remembered so no image is captioned twice, and logged in the index folder so a
+   restart does not caption it again either: :mod:`cgrs_ros.caption_log`).  ``cached`` on an
+   index built without captions (``index.captions: none``) captions each candidate online the first
+   time it is needed, then reads it from memory or the log; ``off`` (and the coarse baseline)
+   never caption;
 4. rerank: the query is matched against each caption (bi-encoder cosine or cross-encoder), a
    place's caption score is pooled from its views, and fused with its coarse score.
 If the caption stage fails, the coarse ranking is returned marked ``degraded``, never nothing.
@@ -25,7 +29,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .calibration import load_calibration, ranking_features
+from .caption_log import CaptionLog
 from .config import EngineConfig, RetrievalSettings
+from .fingerprint import caption_key
 from .fusion import fuse, rank_order
 from .index import GalleryIndex, load_image, load_index
 from .places import place_caption_score, place_keys, visual_groups
@@ -137,6 +143,7 @@ class Ranking:
     captions: list[str] | None
     places: list[RankedPlace]
     error: str | None = None
+    captioned: int = 0        # images captioned for this ranking (0 when every caption was known)
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,8 @@ class QueryResult:
 
     ``confidence`` is the calibrated probability that ``places[0]`` is the place the query asks for
     (NaN when no calibration is available): an absolute measure, unlike the fused score, which
-    only says how the best candidate compares with the others.
+    only says how the best candidate compares with the others.  ``captioned`` counts the images
+    the query had to caption (the expensive stage; 0 when the index, memory or the log had them).
     """
 
     query: str
@@ -167,37 +175,52 @@ class QueryResult:
     timings: dict = field(default_factory=dict)
     places: list[PlaceMatch] = field(default_factory=list)
     confidence: float = math.nan
+    captioned: int = 0
 
 
 class CaptionCache:
-    """Online captions and their text vectors by index row; thread-safe, filled at most once per row."""
+    """Online captions by index row (made now or read from the caption log) and their text vectors,
+    encoded when first needed (a long log costs no start-up time); thread-safe, each filled at most
+    once per row."""
 
-    def __init__(self):
-        self._entries: dict[int, tuple[str, np.ndarray]] = {}
+    def __init__(self, captions: dict[int, str] | None = None):
+        self._captions: dict[int, str] = dict(captions or {})
+        self._vectors: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def missing(self, rows) -> list[int]:
+    def uncaptioned(self, rows) -> list[int]:
         with self._lock:
-            return [int(r) for r in rows if int(r) not in self._entries]
+            return [int(r) for r in rows if int(r) not in self._captions]
 
-    def put(self, rows, captions, vectors) -> None:
+    def unembedded(self, rows) -> tuple[list[int], list[str]]:
+        """Rows (all captioned) whose caption has no vector yet, and those captions."""
         with self._lock:
-            for row, caption, vector in zip(rows, captions, vectors):
-                self._entries.setdefault(int(row), (caption, vector))
+            missing = [int(r) for r in rows if int(r) not in self._vectors]
+            return missing, [self._captions[r] for r in missing]
+
+    def put_captions(self, rows, captions) -> None:
+        with self._lock:
+            for row, caption in zip(rows, captions):
+                self._captions.setdefault(int(row), caption)
+
+    def put_vectors(self, rows, vectors) -> None:
+        with self._lock:
+            for row, vector in zip(rows, vectors):
+                self._vectors.setdefault(int(row), vector)
 
     def get(self, rows) -> tuple[list[str], np.ndarray]:
         with self._lock:
-            entries = [self._entries[int(r)] for r in rows]
-        return [e[0] for e in entries], np.stack([e[1] for e in entries])
+            return [self._captions[int(r)] for r in rows], np.stack([self._vectors[int(r)] for r in rows])
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._captions)
 
 
 class CGRSEngine:
     def __init__(self, config: EngineConfig, index: GalleryIndex, models):
         self.config, self.index, self.models = config, index, models
-        self.caption_cache = CaptionCache()
+        self.caption_log = CaptionLog(index.caption_log_file, caption_key(config))
+        self.caption_cache = CaptionCache(self.caption_log.read(index.image_id, len(index)))
         self.search = open_search(index, config.index.search, _search_device(config.device))
         self._groupings: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
         self.calibration, self.calibration_note = load_calibration(config)
@@ -208,8 +231,9 @@ class CGRSEngine:
         """Open the index (refusing one made by other models) and load the models queries need.
 
         ``index_dir`` None serves the embedded demo gallery, built on first use.  The captioner is
-        only loaded when the configured caption mode is ``online``; it is loaded on first use if a
-        query asks for online captions later.
+        only loaded when the configured caption mode captions at query time (``online``, or
+        ``cached`` on an index without captions); it is loaded on first use if a query asks for
+        online captions later.
         """
         from .models import load_models
         from .models.device import apply_threads
@@ -222,7 +246,8 @@ class CGRSEngine:
             index_dir = ensure_demo_index(config)
         index = load_index(index_dir, config)
         kinds = ["retriever", "text_similarity"]
-        if config.retrieval.caption_mode == "online":
+        if config.retrieval.caption_mode == "online" or (config.retrieval.caption_mode == "cached"
+                                                         and not index.has_captions):
             kinds.append("captioner")
         return cls(config, index, load_models(config, kinds))
 
@@ -268,11 +293,12 @@ class CGRSEngine:
         groups = self._candidate_places(head, settings)
         views = np.concatenate(groups)
         caption = captions = error = None
+        captioned = 0
         if settings.caption_mode != "off":
             if stage is not None:
                 stage("captions", 0.3)
             try:
-                captions, caption = self._caption_scores(text, views, settings.caption_mode)
+                captions, caption, captioned = self._caption_scores(text, views, settings.caption_mode)
             except QueryCancelled:
                 raise
             except Exception as exc:  # any caption-stage failure degrades to the coarse ranking
@@ -300,7 +326,7 @@ class CGRSEngine:
             fused=np.concatenate([view_fused[positions], np.full(len(tail), np.nan)]),
             captions=None if captions is None else [captions[p] for p in positions] + [None] * len(tail),
             places=[RankedPlace(float(place_fused[i]), float(place_coarse[i]), float(place_caption[i]),
-                                views[ordered[i]]) for i in place_order], error=error)
+                                views[ordered[i]]) for i in place_order], error=error, captioned=captioned)
 
     def coarse_scores(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """CLIP cosine of the query with the gallery images ``rows`` (the score coarse search ranks by)."""
@@ -330,32 +356,41 @@ class CGRSEngine:
             self._groupings[name] = (keys, order, starts)
         return self._groupings[name]
 
-    def _caption_scores(self, text: str, rows: np.ndarray, mode: str) -> tuple[list[str], np.ndarray]:
-        """Captions of ``rows`` (cached or online) and how well each matches the query."""
-        if mode == "cached":
+    def _caption_scores(self, text: str, rows: np.ndarray, mode: str) -> tuple[list[str], np.ndarray, int]:
+        """Captions of ``rows`` (cached, or online: see the module docstring), how well each matches
+        the query, and how many were captioned now."""
+        if mode == "cached" and self.index.has_captions:
             captions = [self.index.captions[r] for r in rows]
             vectors = np.asarray(self.index.caption_embeddings[rows], dtype=np.float32)
+            captioned = 0
         else:
-            captions, vectors = self.online_captions(rows)
-        return captions, np.asarray(self.models.text_similarity.score(text, captions, vectors), dtype=np.float64)
+            captions, vectors, captioned = self.online_captions(rows)
+        scores = self.models.text_similarity.score(text, captions, vectors)
+        return captions, np.asarray(scores, dtype=np.float64), captioned
 
-    def online_captions(self, rows) -> tuple[list[str], np.ndarray | None]:
-        """Caption rows not captioned before (batched), then read every row from the cache."""
-        missing = self.caption_cache.missing(rows)
+    def online_captions(self, rows) -> tuple[list[str], np.ndarray, int]:
+        """Captions of ``rows`` and their text vectors, and how many rows were captioned now: only
+        rows this engine has not captioned before and the caption log does not hold (batched, then
+        logged); vectors are encoded for the captions that have none yet."""
+        missing = self.caption_cache.uncaptioned(rows)
         if missing:
             if self.models.captioner is None:
                 from .models import CAPTIONERS
                 self.models.captioner = CAPTIONERS.build(self.config.model_spec("captioner"))
             settings = self.config.index
-            images = [load_image(self.index.image_path(r), settings.max_image_side) for r in missing]
-            images = views_for_captioner(images, [self.index.records[r] for r in missing],
-                                         settings.rectify, settings.horizontal_platforms)
-            captions = self.models.captioner.caption(images)
+            records = [self.index.records[r] for r in missing]
+            images = [load_image(self.index.record_path(record), settings.max_image_side) for record in records]
+            captions = self.models.captioner.caption(views_for_captioner(
+                images, records, settings.rectify, settings.horizontal_platforms))
+            self.caption_cache.put_captions(missing, captions)
+            self.caption_log.append([(row, record.image_id, caption)
+                                     for row, record, caption in zip(missing, records, captions)])
+        unembedded, texts = self.caption_cache.unembedded(rows)
+        if unembedded:
             matcher = self.models.text_similarity
-            vectors = (matcher.encode(captions) if matcher.embeds_captions
-                       else np.zeros((len(captions), 0), np.float32))
-            self.caption_cache.put(missing, captions, vectors)
-        return self.caption_cache.get(rows)
+            self.caption_cache.put_vectors(unembedded, matcher.encode(texts) if matcher.embeds_captions
+                                           else np.zeros((len(texts), 0), np.float32))
+        return (*self.caption_cache.get(rows), len(missing))
 
     def assemble(self, text: str, ranking: Ranking, settings: RetrievalSettings) -> QueryResult:
         """The result a caller sees: matches for the first ``max_results`` rows and the first
@@ -377,7 +412,7 @@ class CGRSEngine:
         status = (f"reranked {len(ranking.places)} candidate places with {settings.caption_mode} captions"
                   if reranked else "coarse ranking (caption mode off)")
         result = QueryResult(text, [match(int(r)) for r in ranking.rows[:settings.max_results]], reranked,
-                             False, status, settings, places=places)
+                             False, status, settings, places=places, captioned=ranking.captioned)
         if ranking.error is not None:
             result.degraded = True
             result.status = f"caption stage failed ({ranking.error}); coarse ranking only"

@@ -5,10 +5,15 @@ returns confident nonsense; comparing fingerprints turns that into a clear refus
 that change the numbers are recorded (not batch sizes or devices), and local weight files are
 recorded by name and a content signature, so moving a folder does not invalidate an index but
 retraining a checkpoint does.
+
+An index built without captions (``index.captions: none``) holds only image vectors, so its
+fingerprint is the retriever's alone: any captioner may caption its candidates later, and each
+caption it logs carries the :func:`caption_key` it was made under.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from .config import EngineConfig
@@ -18,6 +23,8 @@ _MEANINGFUL = {
     "captioner": ("name", "model", "prompt", "max_new_tokens", "num_beams"),
     "text_similarity": ("name", "model"),
 }
+# What only captions depend on: the captioner, how it saw the images, and the vectors made of them.
+_CAPTION_KINDS = ("captioner", "text_similarity", "index")
 _SIGNATURE_BYTES = 1 << 20
 
 
@@ -61,6 +68,26 @@ def engine_fingerprint(config: EngineConfig) -> dict:
     found["index"] = {"rectify": config.index.rectify,
                       "horizontal_platforms": sorted(config.index.horizontal_platforms)}
     return found
+
+
+def index_fingerprint(config: EngineConfig, captions: str | None = None) -> dict:
+    """What an index's content depends on: the engine fingerprint for an index with captions, the
+    retriever's part alone for one without (``captions``: the index's setting, default the config's)."""
+    found = engine_fingerprint(config)
+    if (captions or config.index.captions) == "none":
+        for kind in _CAPTION_KINDS:
+            found.pop(kind, None)
+    return found
+
+
+def caption_key(config: EngineConfig) -> str:
+    """A short digest of what the text of a caption depends on (the captioner and how it saw the
+    image: turned north-up or not, decoded at which size): a logged caption made under another key
+    is stale."""
+    found = engine_fingerprint(config)
+    parts = {kind: found[kind] for kind in ("captioner", "index")}
+    parts["max_image_side"] = config.index.max_image_side
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def fingerprint_differences(built: dict, wanted: dict) -> list[str]:

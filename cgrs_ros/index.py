@@ -1,13 +1,19 @@
 """The gallery index: image embeddings, captions and caption embeddings, computed once per gallery.
 
-Captioning is the expensive stage (0.4-2 s per 20 images on an H100, far more on a Jetson), so the
-index captions every gallery image once, at build time, and queries rerank against cached captions.
+Captioning is the expensive stage (0.4-2 s per 20 images on an H100, far more on a Jetson; most
+of a build's time), so by default (``index.captions: all``) the index captions every
+gallery image once, at build time, and queries rerank against cached captions.  With
+``index.captions: none`` a build runs the retriever alone and stores no captions (an empty caption
+column, zero-width caption vectors, ``"captions": "none"`` in ``index.json``, and a fingerprint of
+the retriever only); queries caption their candidates when first needed, and keep those captions
+in the generation's append-only caption log (:mod:`cgrs_ros.caption_log`).
 
 Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothing is pickled)::
 
     index.json                 the commit point: what made the index (fingerprint), counts, the gallery
                                root, the name of the data folder and checksums of every file in it
-    data-NNNN/                 one complete generation of the index, never modified once written:
+    data-NNNN/                 one complete generation of the index, never modified once written
+                               (except its caption log, which only grows):
       image_embeddings.npy       float16 (N, D) L2-normalised CLIP image vectors
       caption_embeddings.npy     float16 (N, E) L2-normalised text vectors of the captions
       image_ids.npy              (N,) UTF-8 image ids, fixed width
@@ -21,6 +27,8 @@ Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothi
       skipped.json               images that could not be read, with the reason
       sources.json.zlib          the file state (path, size, mtime, view) each row was made from
                                  (zlib-compressed JSON: read by rebuilds only)
+      caption_log.jsonl          captions made at query time, one checked JSON line each (not in the
+                                 checksums: it grows; each line carries its own crc32)
     .build/                    work of a build in progress: finished chunks, the next generation
     .lock                      held by the build that owns the folder
 
@@ -36,7 +44,9 @@ generation (or there is none yet), and anything else in the folder is leftover w
 build reuses or removes.  Work is reused per image, keyed by its file state: a killed build resumes
 from its finished chunks, and a rebuild of a grown or edited gallery encodes only the images that
 are new or whose file changed (the rest is copied from the live index).  A rebuild of an unchanged
-gallery with the same models is a no-op.
+gallery with the same models is a no-op.  The captions a query logged are reused the same way: a
+rebuild keeps them for the rows it keeps (in the next generation's log, or in its caption column
+when it captions every image, which then captions only the images that have none).
 """
 from __future__ import annotations
 
@@ -57,11 +67,13 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from .caption_log import LOG_NAME, log_lines, read_log
 from .columns import BlockTexts, IndexRecords, encode_text_blocks, record_columns
-from .config import EngineConfig, IndexSettings
+from .config import INDEX_CAPTIONS, EngineConfig, IndexSettings
 from .errors import CGRSInputError
-from .fingerprint import engine_fingerprint, fingerprint_differences
-from .gallery import GEO_FIELDS, PLATFORMS, Gallery, GalleryRecord, resolve_inside, write_atomic, write_text_atomic
+from .fingerprint import caption_key, fingerprint_differences, index_fingerprint
+from .gallery import (GEO_FIELDS, PLATFORMS, Gallery, GalleryRecord, fsync_dir, resolve_inside, write_atomic,
+                      write_text_atomic)
 from .jsonl import decode_text, parse_json, read_bytes, read_json
 from .rectify import should_rectify, views_for_captioner
 from .search import build_search_files
@@ -124,6 +136,16 @@ class GalleryIndex:
         assembled in memory)."""
         return self.path / self.meta.get("data", ".")
 
+    @property
+    def has_captions(self) -> bool:
+        """False for an index built with ``index.captions: none`` (its caption column is empty)."""
+        return self.meta.get("captions", "all") != "none"
+
+    @property
+    def caption_log_file(self) -> Path | None:
+        """Where queries log the captions they make (None for an index assembled in memory)."""
+        return self.data_dir / LOG_NAME if "data" in self.meta else None
+
     def place_ids(self, rows=None) -> np.ndarray:
         """The place id of each of ``rows`` (all rows when None), as a string array."""
         codes = self.place_codes if rows is None else self.place_codes[np.asarray(rows, dtype=np.int64)]
@@ -136,6 +158,10 @@ class GalleryIndex:
         if _sha256(data) != self.meta["checksums"].get(name):
             raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
         return data
+
+    def image_id(self, row: int) -> str:
+        """The image id of ``row``, read from its column when the index has one (no record decoded)."""
+        return self.records.image_id(row) if isinstance(self.records, IndexRecords) else self.records[row].image_id
 
     def image_path(self, row: int) -> Path:
         return self.record_path(self.records[row])
@@ -261,6 +287,9 @@ def read_meta(path: Path) -> dict:
         raise CGRSInputError(f"{meta_path} is corrupt: field 'text_block_rows' is missing or not positive integers")
     if not meta["data"].startswith(DATA_PREFIX) or Path(meta["data"]).name != meta["data"]:
         raise CGRSInputError(f"{meta_path} is corrupt: field 'data' is {meta['data']!r}")
+    if meta.setdefault("captions", "all") not in INDEX_CAPTIONS:   # indexes made before the setting: all
+        raise CGRSInputError(f"{meta_path} is corrupt: field 'captions' is {meta['captions']!r}, "
+                             f"not one of {INDEX_CAPTIONS}")
     return meta
 
 
@@ -271,11 +300,13 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
     list) by a full sha256, arrays and columns by shape, dtype and a sampled checksum, vectors by
     sampled rows being finite unit vectors, text blocks by a sample decoded against their crc32
     (and every other block when it is first read).  Nothing is read whole: a load maps files.
+    An index without captions is checked against the config's retriever only: any captioner may
+    caption its candidates (each logged caption records which one made it).
     """
     path = Path(path)
     meta = read_meta(path)
     if config is not None:
-        _check_fingerprint(path, meta["fingerprint"], config)
+        _check_fingerprint(path, meta["fingerprint"], config, meta["captions"])
     data, sums, count = path / meta["data"], meta["checksums"], meta["count"]
     arrays = {}
     for name, dtype, width in ARRAYS + COLUMNS + (("image_ids", np.bytes_, None),):
@@ -343,8 +374,8 @@ def _checked_text(file: Path, sums: dict) -> str:
     return decode_text(data, file, "index file")
 
 
-def _check_fingerprint(path: Path, built: dict, config: EngineConfig) -> None:
-    wanted = engine_fingerprint(config)
+def _check_fingerprint(path: Path, built: dict, config: EngineConfig, captions: str) -> None:
+    wanted = index_fingerprint(config, captions)
     for kind, options in built.items():
         for key, value in (options.items() if isinstance(options, dict) else ()):
             mine = wanted.get(kind, {}).get(key)
@@ -365,17 +396,23 @@ def _check_fingerprint(path: Path, built: dict, config: EngineConfig) -> None:
 
 class _Results:
     """Finished work by (image id, file state it was made from): its vectors and caption (a row of
-    some pair of arrays) or why the image was skipped.  Results for an older state of a file stay
-    in but never match the current one."""
+    some pair of arrays; the caption None for a row made without one) or why the image was skipped;
+    and ``logged``, the captions the live index's caption log holds.  Results for an older state of
+    a file stay in but never match the current one."""
 
     def __init__(self):
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.found: dict[tuple[str, str], tuple] = {}
+        self.logged: dict[tuple[str, str], str] = {}
         self.last_chunk = -1
 
-    def get(self, image_id: str, source: str):
-        """(part, row, caption), (None, None, reason) for a skip, or None when not done yet."""
-        return self.found.get((image_id, source))
+    def get(self, image_id: str, source: str, captioned: bool):
+        """(part, row, caption), (None, None, reason) for a skip, or None when not done yet (for a
+        ``captioned`` build, a row made without a caption is not done)."""
+        found = self.found.get((image_id, source))
+        if captioned and found is not None and found[0] is not None and found[2] is None:
+            return None
+        return found
 
     def add_rows(self, image_array, caption_array, ids, sources, captions) -> None:
         self.parts.append((image_array, caption_array))
@@ -386,8 +423,9 @@ class _Results:
     def add_skip(self, image_id: str, source: str, reason: str) -> None:
         self.found[image_id, source] = (None, None, reason)
 
-    def add_index(self, index: GalleryIndex) -> None:
-        """Rows and skips of the live index, when its sources file is intact."""
+    def add_index(self, index: GalleryIndex, key: str) -> None:
+        """Rows, skips and logged captions (made under ``key``) of the live index, when its sources
+        file is intact."""
         file = index.data_dir / SOURCES
         try:
             sources = parse_json(zlib.decompress(index.read_file(SOURCES)).decode("utf-8"), str(file))
@@ -395,9 +433,12 @@ class _Results:
         except (CGRSInputError, KeyError, TypeError, zlib.error, UnicodeDecodeError):
             return  # nothing reused from it; it is replaced as a whole
         ids = [i.decode("utf-8") for i in index.records.columns["image_ids"]]
-        self.add_rows(index.image_embeddings, index.caption_embeddings, ids, rows, index.captions)
+        captions = index.captions if index.has_captions else [None] * len(ids)
+        self.add_rows(index.image_embeddings, index.caption_embeddings, ids, rows, captions)
         for entry, source in zip(index.skipped, skipped):
             self.add_skip(entry["image_id"], source, entry["reason"])
+        for row, caption in read_log(index.caption_log_file, key, index.image_id, len(index)).items():
+            self.logged[ids[row], rows[row]] = caption
 
     def add_chunks(self, folder: Path, fingerprint: dict) -> None:
         """Chunks an interrupted build finished with the same models; a half-written one is ignored."""
@@ -431,7 +472,8 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
     from .models.device import apply_threads
 
     out_dir = Path(out_dir)
-    settings, fingerprint = config.index, engine_fingerprint(config)
+    settings, fingerprint = config.index, index_fingerprint(config)
+    captioned = settings.captions == "all"
     apply_threads(config.threads)
     with _build_lock(out_dir):
         sources = [image_source(gallery, record, settings) for record in gallery.records]
@@ -449,11 +491,13 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
         _tidy(out_dir, live_name, committed=False)
         results = _Results()
         if live is not None:
-            results.add_index(live)
+            results.add_index(live, caption_key(config))
         chunks = out_dir / BUILD / "chunks"
         results.add_chunks(chunks, fingerprint)
-        work = [(record, source) for record, source in zip(gallery.records, sources)
-                if source.startswith("file:") and results.get(record.image_id, source) is None]
+        # (record, source, its logged caption or None): a captioned build captions only those without
+        work = [(record, source, results.logged.get((record.image_id, source)) if captioned else None)
+                for record, source in zip(gallery.records, sources)
+                if source.startswith("file:") and results.get(record.image_id, source, captioned) is None]
         if work:
             chunks.mkdir(parents=True, exist_ok=True)
             _encode(gallery, work, config, fingerprint, models, chunks, results, progress)
@@ -514,12 +558,13 @@ def _tidy(out_dir: Path, live_name: str | None, committed: bool) -> None:
 
 
 def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _Results, progress) -> None:
-    """Encode ``work`` (record, source) in chunks of ``index.chunk_size``, each saved atomically."""
-    from .models import load_models
+    """Encode ``work`` (record, source, caption) in chunks of ``index.chunk_size``, each saved
+    atomically.  A build without captions loads the retriever alone."""
+    from .models import REGISTRIES, load_models
 
     size = config.index.chunk_size
     own_models = models is None
-    models = models or load_models(config)
+    models = models or load_models(config, tuple(REGISTRIES) if config.index.captions == "all" else ("retriever",))
     try:
         with tqdm(total=len(gallery), initial=len(gallery) - len(work), unit="img", desc="indexing",
                   disable=not progress, dynamic_ncols=True) as bar:
@@ -539,24 +584,23 @@ def _encode_chunk(gallery, work, models, settings: IndexSettings, fingerprint, s
     for start in range(0, len(work), settings.batch_size):
         batch = work[start:start + settings.batch_size]
         images, kept = [], []
-        for record, source in batch:
+        for record, source, caption in batch:
             try:
                 images.append(load_image(gallery.resolve(record), settings.max_image_side))
-                kept.append((record, source))
+                kept.append((record, source, caption))
             except IMAGE_ERRORS as exc:
                 skipped.append([record.image_id, source, str(exc)])
         if images:
             image_parts.append(models.retriever.encode_images(images))
-            records = [record for record, _ in kept]
-            captions = models.captioner.caption(views_for_captioner(
-                images, records, settings.rectify, settings.horizontal_platforms))
-            items.extend([r.image_id, s, c] for (r, s), c in zip(kept, captions))
+            captions = _batch_captions(models.captioner, images, kept, settings)
+            items.extend([r.image_id, s, c] for (r, s, _), c in zip(kept, captions))
         bar.update(len(batch))
     image_array = (np.concatenate(image_parts) if image_parts
                    else np.zeros((0, models.retriever.embedding_dim), np.float32))
     matcher = models.text_similarity    # a pair scorer (cross-encoder) stores no caption vectors
-    caption_array = (matcher.encode([c for _, _, c in items]) if items and matcher.embeds_captions
-                     else np.zeros((len(items), matcher.embedding_dim), np.float32))
+    width = matcher.embedding_dim if settings.captions == "all" else 0
+    caption_array = (matcher.encode([c for _, _, c in items]) if items and width and matcher.embeds_captions
+                     else np.zeros((len(items), width), np.float32))
     image_array, caption_array = (np.asarray(a, dtype=np.float32) for a in (image_array, caption_array))
     _save_npy(stem.with_suffix(".image.npy"), image_array)
     _save_npy(stem.with_suffix(".caption.npy"), caption_array)
@@ -568,6 +612,21 @@ def _encode_chunk(gallery, work, models, settings: IndexSettings, fingerprint, s
         results.add_skip(image_id, source, reason)
 
 
+def _batch_captions(captioner, images, kept, settings: IndexSettings) -> list[str | None]:
+    """The captions of one batch of ``kept`` (record, source, caption): a caption it comes with
+    (logged by a query) is kept, the others are made now; None for all when the index has none."""
+    if settings.captions == "none":
+        return [None] * len(kept)
+    captions = [caption for _, _, caption in kept]
+    todo = [n for n, caption in enumerate(captions) if caption is None]
+    if todo:
+        made = captioner.caption(views_for_captioner([images[n] for n in todo], [kept[n][0] for n in todo],
+                                                     settings.rectify, settings.horizontal_platforms))
+        for n, caption in zip(todo, made):
+            captions[n] = caption
+    return captions
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
@@ -575,10 +634,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest: str,
               live_name: str | None) -> dict:
     """Assemble the next generation in ``.build/data``, move it beside the live one, and commit it
-    by replacing ``index.json``; then remove the old generation and the build's work."""
+    by replacing ``index.json``; then remove the old generation and the build's work.
+
+    The next generation's caption log starts with the logged captions of the rows it keeps, and,
+    in an index without captions, with the captions its rows came with (from one with captions)."""
+    captioned = config.index.captions == "all"
     rows, skipped, skipped_sources = [], [], []
     for record, source in zip(gallery.records, sources):
-        found = results.get(record.image_id, source) if source.startswith("file:") else None
+        found = results.get(record.image_id, source, captioned) if source.startswith("file:") else None
         if found is None or found[0] is None:
             reason = found[2] if found else source[len("skip:"):]
             skipped.append({"image_id": record.image_id, "path": record.path, "reason": reason})
@@ -589,11 +652,19 @@ def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest
         raise CGRSInputError(f"{gallery.source}: no gallery image could be read ({len(skipped)} skipped: "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}, ...)")
     where = [(part, row) for _, _, part, row, _ in rows]
-    sources_file = zlib.compress(json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
-                                            ensure_ascii=False).encode("utf-8"))
-    return _commit(out_dir, config, [r for r, _, _, _, _ in rows], [c for _, _, _, _, c in rows],
-                   _gather(results, where, 0), _gather(results, where, 1), skipped, live_name,
-                   {SOURCES: sources_file},
+    files = {SOURCES: zlib.compress(json.dumps({"rows": [s for _, s, _, _, _ in rows], "skipped": skipped_sources},
+                                               ensure_ascii=False).encode("utf-8"))}
+    logged = []
+    for n, (record, source, _, _, made) in enumerate(rows):
+        caption = results.logged.get((record.image_id, source), None if captioned else made)
+        if caption is not None:
+            logged.append((n, record.image_id, caption))
+    if logged:
+        files[LOG_NAME] = log_lines(logged, caption_key(config))
+    captions = [c for _, _, _, _, c in rows] if captioned else [""] * len(rows)
+    caption_vectors = _gather(results, where, 1) if captioned else np.zeros((len(rows), 0), VECTOR_DTYPE)
+    return _commit(out_dir, config, [r for r, _, _, _, _ in rows], captions, _gather(results, where, 0),
+                   caption_vectors, skipped, live_name, files,
                    {"gallery_root": str(gallery.root), "gallery_source": gallery.source, "source_digest": digest})
 
 
@@ -622,14 +693,14 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
     checksums = _write_files(stage, files)
     name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
     os.replace(stage, out_dir / name)
-    _fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
-    meta = {"format": INDEX_FORMAT, "fingerprint": engine_fingerprint(config), "count": len(records),
-            "skipped": len(skipped), **fields,
+    fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
+    meta = {"format": INDEX_FORMAT, "fingerprint": index_fingerprint(config), "captions": config.index.captions,
+            "count": len(records), "skipped": len(skipped), **fields,
             "image_dim": int(files["image_embeddings.npy"].shape[1]),
             "caption_dim": int(files["caption_embeddings.npy"].shape[1]), "text_block_rows": dict(TEXT_COLUMNS),
             "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums}
     write_text_atomic(out_dir / META, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")  # the commit
-    _fsync_dir(out_dir)
+    fsync_dir(out_dir)
     _tidy(out_dir, name, committed=True)
     return meta
 
@@ -659,7 +730,8 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 def _write_files(folder: Path, files: dict) -> dict:
     """Write each file atomically; returns the checksums ``index.json`` keeps (sampled for arrays,
-    none for the text blobs, whose blocks carry their own crc32 in the checksummed block tables)."""
+    none for the text blobs, whose blocks carry their own crc32 in the checksummed block tables, nor
+    for the caption log, which grows and checks each line)."""
     checksums = {}
     for name, content in files.items():
         if isinstance(content, np.ndarray):
@@ -667,7 +739,7 @@ def _write_files(folder: Path, files: dict) -> dict:
             checksums[name] = _array_digest(content)
         else:
             write_atomic(folder / name, lambda handle, content=content: handle.write(content))
-            if not name.endswith(".z"):
+            if not name.endswith(".z") and name != LOG_NAME:
                 checksums[name] = _sha256(content)
     return checksums
 
@@ -689,12 +761,3 @@ def _generation(name: str | None) -> int:
         return int(name[len(DATA_PREFIX):]) if name else 0
     except ValueError:
         return 0
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (a power cut after the commit must not undo it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

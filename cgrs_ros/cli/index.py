@@ -2,13 +2,16 @@
 
 Safe to rerun at any time: a killed build resumes, a grown or edited gallery re-encodes only the
 images that changed, an unchanged one is left alone, and a working index is only ever replaced by
-a complete new one."""
+a complete new one.  --captions none runs CLIP alone (captioning is most of a build): queries then
+caption their candidates when first needed and log those captions in the index folder."""
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from ..config import INDEX_CAPTIONS
 from .common import add_engine_options, add_gallery_options, engine_config, load_gallery, run
 
 
@@ -16,6 +19,8 @@ def _main(args) -> int:
     from ..index import build_index
 
     config = engine_config(args)
+    if args.captions:
+        config = replace(config, index=replace(config.index, captions=args.captions))
     gallery, _ = load_gallery(args)
     meta = build_index(gallery, config, args.out, progress=not args.no_progress)
     skipped = f"{meta['skipped']} skipped, listed in {Path(args.out) / meta['data'] / 'skipped.json'}"
@@ -24,6 +29,9 @@ def _main(args) -> int:
     else:
         print(f"indexed {meta['count']} images of {len(gallery)} into {args.out} ({skipped}; "
               f"{meta['encoded']} encoded, {meta['reused']} reused from the previous index or an interrupted build)")
+    if meta["captions"] == "none":
+        print("no captions at build time (index.captions: none): queries caption their candidates when first "
+              f"needed and log them in {Path(args.out) / meta['data']}")
     return 0
 
 
@@ -32,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
     add_gallery_options(p)
     add_engine_options(p)
     p.add_argument("--out", required=True, help="index folder to write or update (a killed build resumes on rerun)")
+    p.add_argument("--captions", choices=INDEX_CAPTIONS,
+                   help="caption every image now (all) or only query candidates, when first needed (none); "
+                        "default: the config's index.captions (all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
