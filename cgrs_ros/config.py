@@ -112,6 +112,7 @@ class IndexSettings:
     max_image_side: int = 1024   # images are decoded downscaled to this longest side (bounds memory)
     search: dict = field(default_factory=lambda: {"name": "exact"})   # coarse-search backend (cgrs_ros.search)
     captions: str = "all"    # all | none: caption every image at build time, or only candidates at query time
+    loader_threads: int = 1  # background threads decoding the next batches while the models run (0: inline)
 
     def validated(self, where: str = "index") -> "IndexSettings":
         from .rectify import RECTIFY_MODES
@@ -119,6 +120,9 @@ class IndexSettings:
 
         for name in ("batch_size", "chunk_size", "max_image_side"):
             require_positive_int(getattr(self, name), f"{where}.{name}")
+        if isinstance(self.loader_threads, bool) or not isinstance(self.loader_threads, int) \
+                or not 0 <= self.loader_threads <= 64:
+            raise CGRSInputError(f"{where}.loader_threads must be an integer in 0..64, got {self.loader_threads!r}")
         if self.rectify not in RECTIFY_MODES:
             raise CGRSInputError(f"{where}.rectify {self.rectify!r}; use one of {RECTIFY_MODES}")
         if self.captions not in INDEX_CAPTIONS:

@@ -213,3 +213,29 @@ def test_an_index_of_a_previous_format_is_refused_then_replaced_when_the_new_one
     assert (meta["count"], meta["encoded"]) == (18, 18)
     assert sorted(p.name for p in out.iterdir()) == [".lock", f"data-000{old_format}", "index.json"]
     assert list(load_index(out, tiny_config).captions) == list(load_index(index_dir).captions)
+
+
+def test_background_decoding_builds_the_same_index_as_inline_decoding(tmp_path, tiny_config):
+    """Batches decoded ahead in threads (index.loader_threads) reach the models in gallery order,
+    with unreadable images skipped the same way."""
+    from dataclasses import replace
+
+    manifest = make_gallery(tmp_path / "g", views=4)
+    (tmp_path / "g" / "images" / "p01_v2.png").write_bytes(b"not a png")
+    built = {}
+    for threads in (0, 2):
+        config = replace(tiny_config, index=replace(tiny_config.index, batch_size=3, loader_threads=threads))
+        build_index(read_manifest(manifest), config, tmp_path / f"idx{threads}", progress=False)
+        built[threads] = load_index(tmp_path / f"idx{threads}")
+    inline, ahead = built[0], built[2]
+    assert [r.image_id for r in ahead.records] == [r.image_id for r in inline.records]
+    assert list(ahead.captions) == list(inline.captions) and len(ahead.skipped) == len(inline.skipped) == 1
+    np.testing.assert_allclose(ahead.image_embeddings, inline.image_embeddings, atol=1e-3)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "two", True])
+def test_loader_threads_is_validated(tiny_config, value):
+    from dataclasses import replace
+
+    with pytest.raises(CGRSInputError, match="index.loader_threads"):
+        replace(tiny_config.index, loader_threads=value).validated()
