@@ -111,3 +111,18 @@ def test_end_to_end_retrieval_beats_chance(config, models, world, tmp_path):
     # goals that name no place are not confidently matched (the node forwards from 0.8)
     for goal in ("banana", "xqzv plorb wibble", "🏠🏠🏠", "what is the weather tomorrow"):
         assert engine.query(goal).confidence < 0.5, goal
+
+
+def test_text_encoding_without_the_padding_columns_is_the_same_encoding(models):
+    """encode_texts drops the all-padding token columns for an HF text tower (half of a query's
+    CLIP time); the vectors must be those of the full padded input."""
+    import torch
+
+    retriever = models.retriever
+    texts = ["a red roof", "I am looking for the house just south of a pond; it also has a grove to its east."]
+    tokens = retriever.tokenizer(texts)
+    assert tokens.shape[1] > max(int((row != 0).sum()) for row in tokens)     # padded to the context length
+    with torch.inference_mode():
+        full = retriever.model.encode_text(tokens)
+    full = (full / full.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(retriever.encode_texts(texts), full, atol=1e-5)

@@ -114,8 +114,16 @@ class OpenClipRetriever:
         return l2_normalise(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts))
+        pad = _padding_token(self.model)
+        if pad is not None and tokens.shape[1]:
+            # The tokenizer pads every text to the context length (64-77 tokens); a query is ~20.
+            # An HF text tower masks padding out of attention and pooling, so the all-padding
+            # columns change nothing but cost half of the encoding.
+            used = (tokens != pad).any(dim=0).nonzero()
+            tokens = tokens[:, :int(used.max()) + 1 if len(used) else 1]
         with torch.inference_mode():
-            features = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+            features = self.model.encode_text(tokens.to(self.device))
         return l2_normalise(features)
 
     def fingerprint(self) -> dict:
@@ -125,6 +133,18 @@ class OpenClipRetriever:
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _padding_token(model) -> int | None:
+    """The pad id of an HF text tower whose attention and pooling ignore padding (open_clip
+    ``HFTextEncoder`` with mean or CLS pooling), or None where the output may depend on the padded
+    length (open_clip's own towers, max pooling)."""
+    from open_clip.hf_model import ClsLastHiddenStatePooler, ClsPooler, HFTextEncoder, MeanPooler
+
+    text = getattr(model, "text", None)
+    if isinstance(text, HFTextEncoder) and isinstance(text.pooler, (MeanPooler, ClsPooler, ClsLastHiddenStatePooler)):
+        return int(text.config.pad_token_id)
+    return None
 
 
 def _builds_quick_gelu(open_clip, model: str) -> bool:
