@@ -14,6 +14,8 @@ setup(
     packages=find_packages(include=["cgrs_ros", "cgrs_ros.*"]),
     package_data={"cgrs_ros": ["resources/*.yaml", "resources/**/*"]},
     include_package_data=True,
+    # distributed index builds (cgrs-index --ray, cgrs_ros.distributed); not needed otherwise
+    extras_require={"distributed": ["ray>=2.9"]},
     entry_points={
         "console_scripts": [
             "cgrs-index = cgrs_ros.cli.index:main",

@@ -446,22 +446,28 @@ class _Results:
         """Chunks an interrupted build finished with the same models; a half-written one is ignored."""
         for file in sorted(folder.glob("chunk_[0-9][0-9][0-9][0-9][0-9].json")):
             self.last_chunk = max(self.last_chunk, int(file.name[6:11]))
-            try:
-                chunk = parse_json(file.read_text(encoding="utf-8"), str(file))
-                arrays = [np.load(file.with_suffix(s), mmap_mode="r", allow_pickle=False)
-                          for s in (".image.npy", ".caption.npy")]
-                if chunk["fingerprint"] != fingerprint or any(len(a) != len(chunk["items"]) for a in arrays):
-                    continue
-                ids, sources, captions = zip(*chunk["items"]) if chunk["items"] else ((), (), ())
-            except (OSError, ValueError, EOFError, KeyError, TypeError):
-                continue
-            self.add_rows(*arrays, ids, sources, captions)
-            for image_id, source, reason in chunk["skipped"]:
-                self.add_skip(image_id, source, reason)
+            self.add_chunk(file, fingerprint)
+
+    def add_chunk(self, file: Path, fingerprint: dict) -> bool:
+        """The chunk whose JSON is ``file``; False (nothing added) when it is half-written or was
+        made by other models."""
+        try:
+            chunk = parse_json(file.read_text(encoding="utf-8"), str(file))
+            arrays = [np.load(file.with_suffix(s), mmap_mode="r", allow_pickle=False)
+                      for s in (".image.npy", ".caption.npy")]
+            if chunk["fingerprint"] != fingerprint or any(len(a) != len(chunk["items"]) for a in arrays):
+                return False
+            ids, sources, captions = zip(*chunk["items"]) if chunk["items"] else ((), (), ())
+        except (OSError, ValueError, EOFError, KeyError, TypeError):
+            return False
+        self.add_rows(*arrays, ids, sources, captions)
+        for image_id, source, reason in chunk["skipped"]:
+            self.add_skip(image_id, source, reason)
+        return True
 
 
 def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, models=None,
-                progress: bool = True) -> dict:
+                progress: bool = True, encoder=None) -> dict:
     """Make ``out_dir`` a complete index of ``gallery``; returns ``index.json``'s content plus
     ``encoded`` (images decoded and run through the models now), ``reused`` and ``up_to_date``.
 
@@ -470,6 +476,12 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
     are reused for every image whose file is unchanged.  ``models`` (a
     :class:`~cgrs_ros.models.ModelSet`) may be passed to reuse loaded models; otherwise they are
     loaded from ``config`` when there is anything to encode, and released at the end.
+
+    ``encoder`` replaces how the work is encoded (by default here, chunk after chunk): called as
+    ``encoder(gallery, work, config, fingerprint, chunks, results, progress)``, it must write the
+    chunks of ``work`` into ``chunks`` and add them to ``results``
+    (:class:`cgrs_ros.distributed.RayEncoder` spreads them over a Ray cluster).  Everything
+    else (what is reused, the lock, the commit) is the same.
     """
     from .models.device import apply_threads
 
@@ -502,7 +514,10 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
                 if source.startswith("file:") and results.get(record.image_id, source, captioned) is None]
         if work:
             chunks.mkdir(parents=True, exist_ok=True)
-            _encode(gallery, work, config, fingerprint, models, chunks, results, progress)
+            if encoder is None:
+                _encode(gallery, work, config, fingerprint, models, chunks, results, progress)
+            else:
+                encoder(gallery, work, config, fingerprint, chunks, results, progress)
         meta = _finalise(gallery, config, out_dir, sources, results, digest, live_name)
     return dict(meta, encoded=len(work), reused=len(gallery) - len(work), up_to_date=False)
 
@@ -562,20 +577,34 @@ def _tidy(out_dir: Path, live_name: str | None, committed: bool) -> None:
 def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _Results, progress) -> None:
     """Encode ``work`` (record, source, caption) in chunks of ``index.chunk_size``, each saved
     atomically.  A build without captions loads the retriever alone."""
-    from .models import REGISTRIES, load_models
-
-    size = config.index.chunk_size
     own_models = models is None
-    models = models or load_models(config, tuple(REGISTRIES) if config.index.captions == "all" else ("retriever",))
+    models = models or load_build_models(config)
     try:
-        with tqdm(total=len(gallery), initial=len(gallery) - len(work), unit="img", desc="indexing",
-                  disable=not progress, dynamic_ncols=True) as bar:
-            for number, start in enumerate(range(0, len(work), size), start=results.last_chunk + 1):
-                _encode_chunk(gallery, work[start:start + size], models, config.index, fingerprint,
-                              chunks / f"chunk_{number:05d}", results, bar)
+        with progress_bar(gallery, work, progress) as bar:
+            for stem, part in chunk_plan(work, config.index.chunk_size, chunks, results):
+                _encode_chunk(gallery, part, models, config.index, fingerprint, stem, results, bar)
     finally:
         if own_models:
             models.close()
+
+
+def load_build_models(config: EngineConfig):
+    """The models a build runs: all of them, or the retriever alone for a build without captions."""
+    from .models import REGISTRIES, load_models
+
+    return load_models(config, tuple(REGISTRIES) if config.index.captions == "all" else ("retriever",))
+
+
+def chunk_plan(work: list, size: int, chunks: Path, results: _Results) -> list[tuple[Path, list]]:
+    """(chunk file stem, its slice of ``work``): numbered on from the chunks already finished."""
+    return [(chunks / f"chunk_{number:05d}", work[start:start + size])
+            for number, start in enumerate(range(0, len(work), size), start=results.last_chunk + 1)]
+
+
+def progress_bar(gallery: Gallery, work: list, progress: bool) -> tqdm:
+    """A bar over the gallery's images, starting at those already done (its rate and ETA are of this run)."""
+    return tqdm(total=len(gallery), initial=len(gallery) - len(work), unit="img", desc="indexing",
+                disable=not progress, dynamic_ncols=True)
 
 
 def _encode_chunk(gallery, work, models, settings: IndexSettings, fingerprint, stem: Path,

@@ -1,0 +1,119 @@
+"""Index builds spread over a Ray cluster: chunks encoded in parallel, one model replica per worker.
+
+Why this shape: a country-scale gallery (millions of images) is days of captioning on one GPU.
+The build itself stays :func:`cgrs_ros.index.build_index` (the lock, what is reused, the commit);
+only the encoding of its work list is handed to a pool of Ray actors, each loading the models once
+(one GPU each where the cluster has GPUs).  Each task is one chunk of ``index.chunk_size`` images
+that the worker writes into ``<index>/.build/chunks`` exactly as a local build would (arrays
+first, JSON last), so a worker that dies loses only its unfinished chunk: Ray retries it, and a
+rerun of the build resumes from the finished ones.
+
+Workers read the gallery's images and write the index folder themselves: every node must see both
+at the same paths (a shared filesystem: NFS, Lustre, EFS...) and have cgrs_ros installed.
+
+Ray is an optional extra (``pip install "cgrs_ros[distributed]"``); it is imported only here.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from .config import EngineConfig
+from .errors import CGRSInputError
+from .gallery import Gallery
+from .index import _encode_chunk, _Results, build_index, chunk_plan, load_build_models, progress_bar
+
+INSTALL_HINT = 'pip install "cgrs_ros[distributed]" (or pip install ray)'
+TASK_RETRIES = 2     # a chunk whose worker died is redone this many times before the build fails
+
+
+def build_index_with_ray(gallery: Gallery, config: EngineConfig, out_dir: str | Path, address: str = "local",
+                         workers: int | None = None, gpus_per_worker: float | None = None,
+                         progress: bool = True) -> dict:
+    """:func:`~cgrs_ros.index.build_index` with the encoding spread over Ray actors.
+
+    ``address``: ``local`` starts a Ray instance on this machine, ``auto`` joins the cluster this
+    node belongs to (``ray start``), anything else is a Ray address (``head:6379``,
+    ``ray://head:10001``); an already connected driver (``ray.init`` done) keeps its connection.
+    ``workers`` defaults to one per GPU of the cluster, or one per ``threads`` of its CPUs;
+    ``gpus_per_worker`` to 1 when the cluster has GPUs, else 0.  Returns build_index's result plus
+    ``chunks_by_worker`` (``host:pid`` -> chunks it encoded).
+    """
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 log_to_driver=False)
+    try:
+        encoder = RayEncoder(workers, gpus_per_worker)
+        meta = build_index(gallery, config, out_dir, progress=progress, encoder=encoder)
+    finally:
+        if started:
+            ray.shutdown()
+    return dict(meta, chunks_by_worker=encoder.chunks_by_worker)
+
+
+def import_ray():
+    """The ray module, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise CGRSInputError(f"distributed builds need Ray: {INSTALL_HINT}") from None
+    return ray
+
+
+class RayEncoder:
+    """The ``encoder`` of :func:`~cgrs_ros.index.build_index` that runs its chunks on Ray actors
+    (one task per chunk, one chunk in flight per actor) and adds each to the results as it lands."""
+
+    def __init__(self, workers: int | None = None, gpus_per_worker: float | None = None):
+        if workers is not None and workers < 1:
+            raise CGRSInputError(f"workers must be at least 1, got {workers}")
+        self.workers, self.gpus_per_worker = workers, gpus_per_worker
+        self.chunks_by_worker: dict[str, int] = {}
+
+    def __call__(self, gallery, work, config: EngineConfig, fingerprint: dict, chunks: Path,
+                 results: _Results, progress: bool) -> None:
+        ray = import_ray()
+        from ray.util import ActorPool
+
+        plan = chunk_plan(work, config.index.chunk_size, chunks, results)
+        cpus = config.threads if isinstance(config.threads, int) else 1
+        total = ray.cluster_resources()
+        gpus = (1 if total.get("GPU", 0) else 0) if self.gpus_per_worker is None else self.gpus_per_worker
+        count = self.workers or max(1, int(total.get("GPU", 0) // gpus if gpus else total.get("CPU", 1) // cpus))
+        actor = ray.remote(_ChunkWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=TASK_RETRIES,
+                                                 max_task_retries=TASK_RETRIES)
+        pool = ActorPool([actor.remote(config, fingerprint) for _ in range(min(count, len(plan)))])
+        # each task carries a gallery of its own records only: a worker never holds the whole gallery
+        tasks = [(str(stem), Gallery([record for record, _, _ in part], gallery.root, gallery.source), part)
+                 for stem, part in plan]
+        with progress_bar(gallery, work, progress) as bar:
+            for stem, worker, images in pool.map_unordered(lambda a, task: a.encode.remote(*task), tasks):
+                if not results.add_chunk(Path(stem).with_suffix(".json"), fingerprint):
+                    raise CGRSInputError(f"chunk {stem}.json written by worker {worker} cannot be read here: "
+                                         f"do all Ray nodes see the index folder at the same path?")
+                self.chunks_by_worker[worker] = self.chunks_by_worker.get(worker, 0) + 1
+                bar.update(images)
+
+
+class _ChunkWorker:
+    """A Ray actor: the build's models, loaded once, encoding chunk after chunk."""
+
+    def __init__(self, config: EngineConfig, fingerprint: dict):
+        from .models.device import apply_threads
+
+        apply_threads(config.threads)
+        self.settings, self.fingerprint = config.index, fingerprint
+        self.models = load_build_models(config)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def encode(self, stem: str, gallery: Gallery, part: list) -> tuple[str, str, int]:
+        """Write the chunk ``stem`` of ``part``; returns (stem, this worker's name, images done)."""
+        from tqdm import tqdm
+
+        Path(stem).parent.mkdir(parents=True, exist_ok=True)
+        with tqdm(disable=True) as bar:
+            _encode_chunk(gallery, part, self.models, self.settings, self.fingerprint, Path(stem), _Results(), bar)
+        return stem, self.name, len(part)

@@ -1,0 +1,64 @@
+"""Distributed index build on a local 2-CPU Ray cluster: same index as a local build, chunks from 2 workers.
+
+The cluster test is skipped where Ray is not installed (an optional extra), except where
+``CGRS_REQUIRE_RAY=1`` (CI installs it: there a missing Ray is a failure, never a silent skip)."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from cgrs_ros.config import load_engine_config
+from cgrs_ros.distributed import build_index_with_ray
+from cgrs_ros.errors import CGRSInputError
+from cgrs_ros.gallery import read_manifest
+from cgrs_ros.index import build_index, load_index
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    if os.environ.get("CGRS_REQUIRE_RAY", "").lower() in ("", "0", "false"):
+        ray = pytest.importorskip("ray", reason='Ray not installed (pip install "cgrs_ros[distributed]")')
+    else:
+        import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch, capsys, tiny_gallery, tmp_path):
+    from cgrs_ros.cli.index import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)     # import ray fails, as where it is not installed
+    with pytest.raises(CGRSInputError, match=r'need Ray: pip install "cgrs_ros\[distributed\]"'):
+        build_index_with_ray(read_manifest(tiny_gallery), None, tmp_path / "idx")
+    command = ["--gallery", str(tiny_gallery), "--out", str(tmp_path / "idx"), "--workers", "2"]
+    assert main(command + ["--ray"]) == 2 and 'pip install "cgrs_ros[distributed]"' in capsys.readouterr().err
+    assert main(command) == 2 and "--workers and --gpus-per-worker need --ray" in capsys.readouterr().err
+
+
+def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, tiny_gallery,
+                                                         tiny_engine_config_path, tmp_path):
+    from cgrs_ros.cli.index import main
+
+    settings = yaml.safe_load(tiny_engine_config_path.read_text())
+    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: 6 chunks
+    config_path = tiny_engine_config_path.parent / "chunks_of_3.yaml"
+    config_path.write_text(yaml.safe_dump(settings))
+    # the CLI keeps the fixture's connection to the 2-CPU cluster (`--ray` alone would start one)
+    assert main(["--gallery", str(tiny_gallery), "--config", str(config_path), "--out", str(tmp_path / "ray"),
+                 "--ray", "--workers", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "6 chunks encoded by 2 Ray workers" in out and "18 encoded, 0 reused" in out, out
+
+    config, gallery = load_engine_config(config_path), read_manifest(tiny_gallery)
+    build_index(gallery, config, tmp_path / "local", progress=False)
+    mine, theirs = load_index(tmp_path / "ray", config), load_index(tmp_path / "local", config)
+    assert [r.to_json() for r in mine.records] == [r.to_json() for r in theirs.records]
+    assert list(mine.captions) == list(theirs.captions)
+    np.testing.assert_allclose(mine.image_embeddings, theirs.image_embeddings, atol=2e-3)
+    np.testing.assert_allclose(mine.caption_embeddings, theirs.caption_embeddings, atol=2e-3)
+    assert not (tmp_path / "ray" / ".build").exists()
+    # a normal index: a later local build finds nothing to do
+    assert build_index(gallery, config, tmp_path / "ray", progress=False)["up_to_date"]
