@@ -109,12 +109,14 @@ class IndexSettings:
     chunk_size: int = 256    # images per resumable unit of work written to disk
     rectify: str = "none"    # none | north_up: turn aerial views north-up from their heading before captioning
     horizontal_platforms: tuple = ("ground",)   # platforms never turned (street-level photos)
+    north_up_platforms: tuple = ("satellite",)  # platforms whose images are north-up as published
     max_image_side: int = 1024   # images are decoded downscaled to this longest side (bounds memory)
     search: dict = field(default_factory=lambda: {"name": "exact"})   # coarse-search backend (cgrs_ros.search)
     captions: str = "all"    # all | none: caption every image at build time, or only candidates at query time
     loader_threads: int = 1  # background threads decoding the next batches while the models run (0: inline)
 
     def validated(self, where: str = "index") -> "IndexSettings":
+        from .gallery import PLATFORMS
         from .rectify import RECTIFY_MODES
         from .search import search_spec
 
@@ -127,14 +129,17 @@ class IndexSettings:
             raise CGRSInputError(f"{where}.rectify {self.rectify!r}; use one of {RECTIFY_MODES}")
         if self.captions not in INDEX_CAPTIONS:
             raise CGRSInputError(f"{where}.captions {self.captions!r}; use one of {INDEX_CAPTIONS}")
-        platforms = self.horizontal_platforms
-        if isinstance(platforms, str) or not all(isinstance(p, str) for p in platforms):
-            raise CGRSInputError(f"{where}.horizontal_platforms must be a list of platform names, got {platforms!r}")
+        for name in ("horizontal_platforms", "north_up_platforms"):
+            platforms = getattr(self, name)
+            if isinstance(platforms, str) or not all(p in PLATFORMS for p in platforms):
+                raise CGRSInputError(f"{where}.{name} must be a list of platform names ({', '.join(PLATFORMS)}), "
+                                     f"got {platforms!r}")
         try:
             search = search_spec(self.search)
         except CGRSInputError as exc:
             raise CGRSInputError(f"{where}: {exc}") from None
-        return replace(self, horizontal_platforms=tuple(platforms), search=search)
+        return replace(self, horizontal_platforms=tuple(self.horizontal_platforms),
+                       north_up_platforms=tuple(self.north_up_platforms), search=search)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from .fusion import fuse, rank_order
 from .index import GalleryIndex, load_image, load_index
 from .places import place_caption_score, place_keys, visual_groups
 from .queries import validate_query_text
-from .rectify import views_for_captioner
+from .rectify import compass_views, views_for_captioner
 from .search import exact_scores, open_search
 
 Progress = Callable[[str, float], None]
@@ -365,7 +365,8 @@ class CGRSEngine:
             captioned = 0
         else:
             captions, vectors, captioned = self.online_captions(rows)
-        scores = self.models.text_similarity.score(text, captions, vectors)
+        scores = self.models.text_similarity.score(text, captions, vectors, compass=compass_views(
+            self.index.platform_codes[rows], self.index.headings[rows], self.config.index))
         return captions, np.asarray(scores, dtype=np.float64), captioned
 
     def online_captions(self, rows) -> tuple[list[str], np.ndarray, int]:

@@ -108,8 +108,10 @@ class GalleryIndex:
 
     ``records`` and ``captions`` are sequences decoded on access (:mod:`cgrs_ros.columns`);
     ``place_codes`` (int per row, into ``place_names``) and ``coordinates`` ((N, 2) lat, lon, NaN
-    where not geo-tagged) are what groupings read for every row.  An index assembled in memory
-    from lists gets them computed from its records.
+    where not geo-tagged) are what groupings read for every row, ``platform_codes`` (into
+    :data:`~cgrs_ros.gallery.PLATFORMS`) and ``headings`` (NaN for none) what the rerank reads to
+    know which captions state compass sides.  An index assembled in memory from lists gets them
+    computed from its records.
     """
 
     path: Path
@@ -123,11 +125,14 @@ class GalleryIndex:
     place_codes: np.ndarray | None = None
     place_names: list[str] | None = None
     coordinates: np.ndarray | None = None
+    platform_codes: np.ndarray | None = None
+    headings: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.place_codes is None:
+        if any(column is None for column in (self.place_codes, self.coordinates, self.platform_codes, self.headings)):
             columns, self.place_names, _ = record_columns(self.records)
             self.place_codes, self.coordinates = columns["place_codes"], columns["geo"][:, :2]
+            self.platform_codes, self.headings = columns["platforms"], columns["geo"][:, 3]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -332,7 +337,8 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
     return GalleryIndex(path, meta, records, texts["captions"], arrays["image_embeddings"],
                         arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
                         place_codes=np.asarray(arrays["place_codes"]), place_names=places,
-                        coordinates=arrays["geo"][:, :2])
+                        coordinates=arrays["geo"][:, :2], platform_codes=arrays["platforms"],
+                        headings=arrays["geo"][:, 3])
 
 
 def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> np.ndarray:

@@ -14,6 +14,14 @@ Which views are turned is an index setting (``index.rectify``), recorded in the 
   along the ground, and no rotation of the picture can make north "up") and records without a
   heading are left as they are.
 
+Whichever the mode, a caption's "north" means north only where the top of the picture the captioner
+saw faced north: a view turned north-up, an aerial view taken with heading 0, or a view of one of
+``index.north_up_platforms`` (satellite tiles are published north-up).  :func:`compass_views` says
+which; the clause matcher reads no side from the other captions (a drone view without a heading, or
+any aerial view under ``none``): their sides are right about a third of the time, and a wrong side is
+a contradiction.  Street-level views (``horizontal_platforms``) face along the ground, not up, so
+their captions' sides are not read either.
+
 The rotation keeps the image size and fills the corners that rotate in by reflecting the border,
 so no black wedge becomes a landmark the captioner might name.
 """
@@ -45,6 +53,20 @@ def should_rectify(record, mode: str, horizontal_platforms) -> bool:
     """Whether ``record``'s image is turned north-up under ``mode`` (see the module docstring)."""
     return (mode == "north_up" and record.heading is not None
             and record.platform not in horizontal_platforms)
+
+
+def compass_views(platform_codes: np.ndarray, headings: np.ndarray, settings) -> np.ndarray:
+    """Per view (platform codes into :data:`~cgrs_ros.gallery.PLATFORMS`, headings with NaN for
+    none), whether the sides its caption states are compass sides (see the module docstring)."""
+    from .gallery import PLATFORMS
+
+    def codes(names) -> list[int]:
+        return [PLATFORMS.index(name) for name in names]
+
+    platform_codes, headings = np.asarray(platform_codes), np.asarray(headings, dtype=np.float64)
+    aerial_with_heading = ~np.isin(platform_codes, codes(settings.horizontal_platforms)) & ~np.isnan(headings)
+    facing_north = aerial_with_heading & ((settings.rectify == "north_up") | (np.nan_to_num(headings) % 360.0 == 0.0))
+    return facing_north | np.isin(platform_codes, codes(settings.north_up_platforms))
 
 
 def views_for_captioner(images, records, mode: str, horizontal_platforms) -> list[Image.Image]:

@@ -61,6 +61,42 @@ def test_clause_match_reads_an_inverted_relation(matchers):
     assert 0.1 < right - wrong <= clause.side_weight / len(asked) + 1e-5
 
 
+def test_sides_of_a_view_whose_compass_is_unknown_are_not_read(matchers):
+    """A drone view without a heading was captioned as it was turned: its "east" is no compass side,
+    so it neither gains nor loses by sides; the same caption of a north-up view does."""
+    clause, _ = matchers
+    right, swapped, swapped_unknown, right_unknown = clause.score(
+        QUERY, [RIGHT, SWAPPED, SWAPPED, RIGHT], compass=np.array([True, True, False, False]))
+    assert right - swapped > 0.03                       # read as compass sides: the swap contradicts
+    assert swapped_unknown == pytest.approx(right_unknown, abs=1e-6)   # what they name is the same
+    assert swapped < swapped_unknown                    # no contradiction read from an unknown turn
+
+
+def test_the_engine_reads_sides_only_where_the_view_faced_a_known_direction(tiny_engine_config_path):
+    from pathlib import Path
+
+    from cgrs_ros.gallery import GalleryRecord
+    from cgrs_ros.index import GalleryIndex
+    from cgrs_ros.models import ModelSet
+
+    config = load_engine_config(tiny_engine_config_path, index={"rectify": "north_up"},
+                                text_similarity={"name": "clause_match", "model": MINILM, "device": "cpu"})
+    records = [GalleryRecord("sat", "s.png", "p0", "satellite", None, None, None, None),
+               GalleryRecord("drone", "d.png", "p1", "drone", None, None, None, None),
+               GalleryRecord("turned", "t.png", "p2", "drone", None, None, None, 75.0)]
+    vectors = np.eye(3, dtype=np.float32)
+    index = GalleryIndex(Path("."), {}, records, [SWAPPED] * 3, vectors, np.zeros((3, 0), np.float32), Path("/g"), [])
+    matcher = TEXT_SIMILARITIES.build(config.model_spec("text_similarity"))
+    try:
+        _, scores, _ = CGRSEngine(config, index, ModelSet(text_similarity=matcher))._caption_scores(
+            QUERY, np.arange(3), "cached")
+    finally:
+        matcher.close()
+    # the same words: contradicted where north is known (satellite, turned north-up), not on the
+    # drone view without a heading
+    assert scores[0] == pytest.approx(scores[2], abs=1e-6) and scores[1] > scores[0] + 0.03
+
+
 def test_side_weight_is_validated():
     from cgrs_ros.errors import CGRSInputError
     with pytest.raises(CGRSInputError, match="side_weight"):

@@ -125,7 +125,7 @@ class VectorMatcher:
     def __init__(self, query_vector):
         self.query_vector = np.asarray(query_vector, np.float32)
 
-    def score(self, query, captions, caption_vectors):
+    def score(self, query, captions, caption_vectors, compass=None):
         return caption_vectors @ self.query_vector
 
 

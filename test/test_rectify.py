@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cgrs_ros.config import load_engine_config
+from cgrs_ros.config import IndexSettings, load_engine_config
 from cgrs_ros.errors import CGRSInputError
-from cgrs_ros.gallery import GalleryRecord
+from cgrs_ros.gallery import PLATFORMS, GalleryRecord
 from cgrs_ros.index import load_index
-from cgrs_ros.rectify import north_up, views_for_captioner
+from cgrs_ros.rectify import compass_views, north_up, views_for_captioner
 
 
 def _landmark_quadrant(image: Image.Image) -> str:
@@ -65,3 +65,25 @@ def test_rectification_is_part_of_the_index_fingerprint(tiny_engine_files):
 def test_unknown_rectify_mode_is_named(tiny_engine_config_path):
     with pytest.raises(CGRSInputError, match="index.rectify 'sideways'"):
         load_engine_config(tiny_engine_config_path, index={"rectify": "sideways"})
+
+
+@pytest.mark.parametrize("platform, heading, rectify, compass", [
+    ("satellite", None, "none", True),       # published north-up
+    ("drone", None, "north_up", False),      # nothing to turn it by: its "east" is wherever its top faced
+    ("drone", 30.0, "north_up", True),       # turned north-up before captioning
+    ("drone", 30.0, "none", False),          # captioned as it is, turned by 30 degrees
+    ("drone", 360.0, "none", True),          # taken facing north
+    ("ground", 0.0, "north_up", False),      # a street photo faces along the ground, never up
+])
+def test_which_captions_state_compass_sides(platform, heading, rectify, compass):
+    settings = IndexSettings(rectify=rectify)
+    codes, headings = np.array([PLATFORMS.index(platform)]), np.array([np.nan if heading is None else heading])
+    assert compass_views(codes, headings, settings).tolist() == [compass]
+
+
+def test_north_up_platforms_are_a_setting(tiny_engine_config_path):
+    codes, headings = np.array([PLATFORMS.index("drone")]), np.array([np.nan])
+    orthophotos = load_engine_config(tiny_engine_config_path, index={"north_up_platforms": ["satellite", "drone"]})
+    assert compass_views(codes, headings, orthophotos.index).tolist() == [True]
+    with pytest.raises(CGRSInputError, match="index.north_up_platforms must be a list of platform names"):
+        load_engine_config(tiny_engine_config_path, index={"north_up_platforms": ["blimp"]})

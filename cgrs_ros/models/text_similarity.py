@@ -24,7 +24,10 @@ Three kinds, selected by name:
   and the reading of each text are remembered: templated captions repeat all over a gallery.
 
 All answer :meth:`TextSimilarity.score`; ``embeds_captions`` says whether the index must store
-caption vectors for the model (and so whether the index fingerprint depends on it).
+caption vectors for the model (and so whether the index fingerprint depends on it).  ``compass``
+says, per caption, whether the sides it states are compass sides (:func:`cgrs_ros.rectify.compass_views`:
+a drone view of unknown heading puts "east" wherever the top of its picture happened to face);
+``clause_match`` reads no side from the others, the embedding kinds cannot part a side from the text.
 """
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ class TextSimilarity(Protocol):
     embedding_dim: int           # 0 when ``embeds_captions`` is False
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None) -> np.ndarray: ...
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None,
+              compass: np.ndarray | None = None) -> np.ndarray: ...
     def fingerprint(self) -> dict: ...
     def close(self) -> None: ...
 
@@ -82,7 +86,8 @@ class SentenceTransformerSimilarity:
                                         normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.embedding_dim)
 
-    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None) -> np.ndarray:
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None,
+              compass: np.ndarray | None = None) -> np.ndarray:
         """Cosine of the query with each caption's stored vector (``captions`` are not re-read)."""
         vector = self._queries.get(query)
         if vector is None:
@@ -127,7 +132,8 @@ class CrossEncoderSimilarity:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         raise TypeError("a cross-encoder scores (query, caption) pairs; it has no text embedding")
 
-    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None) -> np.ndarray:
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None,
+              compass: np.ndarray | None = None) -> np.ndarray:
         missing = [c for c in dict.fromkeys(captions) if (query, c) not in self._scores]
         if missing:
             with torch.inference_mode():
@@ -179,8 +185,9 @@ class ClauseMatchSimilarity:
     Each clause is read as a :class:`~cgrs_ros.spatial_text.Relation`: what it names, compared by
     cosine of the encoder's vectors, and the compass sides it puts that on, compared as sets.  A
     caption clause that puts the landmark on another side than the query's loses ``side_weight``
-    (a caption that states no side loses nothing: it does not contradict).  ``side_weight: 0``
-    compares clauses by meaning alone.
+    (a caption that states no side loses nothing: it does not contradict; nor does one whose
+    ``compass`` is False, its sides being those of an unknown turn).  ``side_weight: 0`` compares
+    clauses by meaning alone.
 
     It needs no caption vectors in the index (``embeds_captions`` is False): clause vectors are
     computed on first sight and kept in an LRU of ``cache_clauses`` texts.
@@ -215,22 +222,25 @@ class ClauseMatchSimilarity:
             self._vectors.popitem(last=False)
         return found
 
-    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None) -> np.ndarray:
+    def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None,
+              compass: np.ndarray | None = None) -> np.ndarray:
         if not len(captions):
             return np.zeros(0, dtype=np.float32)
         asked = relations(query)
-        unique = list(dict.fromkeys(captions))
-        stated = [relations(c) for c in unique]
+        read = [True] * len(captions) if compass is None else np.asarray(compass, dtype=bool).tolist()
+        unique = list(dict.fromkeys(zip(captions, read)))          # a caption read with or without its sides
+        stated = [relations(c) for c, _ in unique]
         said = [r for rs in stated for r in rs]
         vectors = self._clause_vectors([r.what for r in asked] + [r.what for r in said])
         # every (query clause, caption clause) pair in one product; then the best per caption
         similarity = np.stack([vectors[r.what] for r in asked]) @ np.stack([vectors[r.what] for r in said]).T
-        a, s = _side_masks(asked)[:, None], _side_masks(said)[None, :]
+        sides_read = np.repeat([sides for _, sides in unique], [len(rs) for rs in stated])
+        a, s = _side_masks(asked)[:, None], (_side_masks(said) * sides_read)[None, :]
         similarity -= self.side_weight * ((a != 0) & (s != 0) & ((a & s) == 0))
         starts = np.cumsum([0] + [len(rs) for rs in stated[:-1]])
         best = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
         by_caption = dict(zip(unique, best.tolist()))
-        return np.array([by_caption[c] for c in captions], dtype=np.float32)
+        return np.array([by_caption[key] for key in zip(captions, read)], dtype=np.float32)
 
     def fingerprint(self) -> dict:
         return dict(self._spec)
