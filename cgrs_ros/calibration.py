@@ -108,13 +108,15 @@ _RUNTIME_KEYS = ("device", "dtype", "batch_size", "cache_clauses", "cache_querie
 
 
 def fitted_for(config) -> dict:
-    """What a calibration is valid for: the models (by content, not by path) and retrieval settings."""
+    """What a calibration is valid for: the models (by content, not by path), retrieval settings, and
+    which captions' sides the matcher reads (``index.north_up_platforms``)."""
     from .fingerprint import describe_value, engine_fingerprint
 
     return {"engine": engine_fingerprint(config),
             "text_similarity": {k: describe_value(v) for k, v in sorted(config.text_similarity.items())
                                 if k not in _RUNTIME_KEYS},
-            "retrieval": {k: getattr(config.retrieval, k) for k in CALIBRATED_SETTINGS}}
+            "retrieval": {k: getattr(config.retrieval, k) for k in CALIBRATED_SETTINGS},
+            "north_up_platforms": sorted(config.index.north_up_platforms)}
 
 
 def load_calibration(config) -> tuple[Calibration | None, str]:

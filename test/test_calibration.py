@@ -57,3 +57,6 @@ def test_a_calibration_is_tied_to_the_matcher_settings_that_change_scores():
     with_spec = lambda **extra: replace(config, text_similarity=dict(config.text_similarity, **extra))  # noqa: E731
     assert fitted_for(with_spec(side_weight=0.0)) != fitted_for(config)
     assert fitted_for(with_spec(batch_size=8, device="cpu")) == fitted_for(config)     # speed, not scores
+    # which captions' sides are read changes the caption scores too
+    orthophotos = replace(config, index=replace(config.index, north_up_platforms=("satellite", "drone")))
+    assert fitted_for(orthophotos) != fitted_for(config)
