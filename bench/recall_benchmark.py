@@ -62,7 +62,7 @@ BI_ENCODER = {"name": "sentence_transformers", "model": "sentence-transformers/a
 # R@1 among settings whose world-query R@5 and R@10 are not below the coarse baseline's.
 SWEEP = {"top_k": (100, 200), "fusion_weight": (0.7, 0.8, 0.9), "place_views": (3,)}
 # and the matcher's own settings, per matcher kind (the text_similarity spec of the chosen row)
-MATCHER_SWEEP = {"clause_match": {"side_weight": (0.15, 0.3, 0.6)}}
+MATCHER_SWEEP = {"clause_match": {"side_weight": (0.15, 0.3, 0.6, 1.0)}}
 
 
 def prepare_world(seed: int, places: int) -> Path:

@@ -196,7 +196,7 @@ class ClauseMatchSimilarity:
     embeds_captions = False
     embedding_dim = 0
 
-    def __init__(self, model: str = DEFAULT_TEXT_MODEL, side_weight: float = 0.6, batch_size: int = 64,
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, side_weight: float = 0.3, batch_size: int = 64,
                  cache_clauses: int = 200_000, device: str | None = None, dtype: str | None = None):
         if not isinstance(side_weight, (int, float)) or not 0 <= side_weight <= 2:
             raise CGRSInputError(f"text_similarity 'side_weight' must be a number in [0, 2], got {side_weight!r}")
