@@ -50,6 +50,7 @@ from cgrs_ros.fingerprint import engine_fingerprint  # noqa: E402
 from cgrs_ros.gallery import read_manifest  # noqa: E402
 from cgrs_ros.index import build_index, load_index  # noqa: E402
 from cgrs_ros.models import REGISTRIES, ModelSet  # noqa: E402
+from cgrs_ros.models.device import apply_threads  # noqa: E402
 from cgrs_ros.queries import read_queries  # noqa: E402
 from cgrs_ros.training.evaluate import caption_accuracy  # noqa: E402
 from cgrs_ros.world import generate_world  # noqa: E402
@@ -132,19 +133,42 @@ def recall_row(engine, query_sets: dict, settings, mode: str) -> dict:
     return row
 
 
-def latency(engine, queries, count: int) -> dict:
+def latency(config, index, queries, count: int) -> dict:
     """Per-query latency of goals never seen before, once the gallery's caption clauses are cached
-    (the steady state of a running node): the other queries warm the engine first."""
-    for query in queries[count:]:
-        engine.query(query.text, QueryOptions(caption_mode="cached"))
-    times = []
-    for query in queries[:count]:
-        started = time.perf_counter()
-        engine.query(query.text, QueryOptions(caption_mode="cached"))
-        times.append(time.perf_counter() - started)
-    return {"queries": len(times), "warm_up_queries": len(queries[count:]),
-            "p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
+    (the steady state of a running node): the other queries warm the engine first.  The models are
+    loaded afresh at the engine's own ``threads`` (the recall rows run on two)."""
+    import torch
+
+    recall_threads = torch.get_num_threads()
+    apply_threads(config.threads)
+    bench = Bench(config)
+    try:
+        engine = bench.engine(config, index)
+        for query in queries[count:]:
+            engine.query(query.text, QueryOptions(caption_mode="cached"))
+        times = []
+        for query in queries[:count]:
+            started = time.perf_counter()
+            engine.query(query.text, QueryOptions(caption_mode="cached"))
+            times.append(time.perf_counter() - started)
+        runtimes = {kind: getattr(model, "text_runtime", "torch") for kind, model in
+                    (("retriever", bench.retriever), ("text_similarity", bench.matcher(config)))}
+    finally:
+        bench.close()
+        torch.set_num_threads(recall_threads)
+    return {"queries": len(times), "warm_up_queries": len(queries[count:]), "threads": config.threads,
+            "text_runtime": runtimes, "p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
             "p90_ms": round(1000 * float(np.percentile(times, 90)), 1)}
+
+
+def latencies(config, index, queries, count: int) -> dict:
+    """The default engine's latency, and the same with both text encoders on torch (one run)."""
+    on_torch = replace(config, retriever=dict(config.retriever, text_runtime="torch"),
+                       text_similarity=dict(config.text_similarity, text_runtime="torch"))
+    result = latency(config, index, queries, count)
+    result["text encoders on torch"] = latency(on_torch, index, queries, count)
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return result
 
 
 def sweep(bench: Bench, config, index, query_sets: dict, coarse: dict) -> dict:
@@ -172,12 +196,7 @@ def update_latency(config, index, queries, args) -> int:
     """Re-measure ``latency_cached`` alone (a query-path change that leaves rankings as they are)."""
     out = Path(args.out) if args.out else RESULTS / f"recall_{args.split}.json"
     result = json.loads(out.read_text())
-    bench = Bench(config)
-    try:
-        result["latency_cached"] = latency(bench.engine(config, index), queries, args.latency_queries)
-    finally:
-        bench.close()
-    result["latency_cached"]["load_average_1m"] = round(os.getloadavg()[0], 2)
+    result["latency_cached"] = latencies(config, index, queries, args.latency_queries)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["latency_cached"]))
     return 0
@@ -254,8 +273,8 @@ def main(argv=None) -> int:
                 accuracy["before (" + Path(args.before_captioner).name + ", as is)"] = caption_accuracy(
                     load_index(path).captions, truths)
             result = {"rows": rows, "caption_accuracy": accuracy,
-                      "latency_cached": latency(bench.engine(default, indexes["north-up"]),
-                                                query_sets["world"], args.latency_queries)}
+                      "latency_cached": latencies(default, indexes["north-up"], query_sets["world"],
+                                                  args.latency_queries)}
     finally:
         bench.close()
     result = {"split": args.split, "seed": SPLITS[args.split], "places": args.places,

@@ -17,9 +17,11 @@ What it measures (one thread unless stated; medians and p90 over the world's que
    format by :func:`cgrs_ros.index.write_index` with the IVF-PQ structure.  Per size: bytes per
    image on disk (index files; the ANN file apart), index start (``load_index`` + opening the
    search backend, in a fresh process, warm page cache) and the anonymous RSS that added, coarse
-   search latency p50/p90 per backend with faiss ``IndexFlatIP`` as the peer, ANN recall@20
-   against exact, and the cached goal -> matches latency (``engine.query`` with both text
-   encoders, search, rerank and assembly) p50/p90 with exact and IVF-PQ search.
+   search latency p50/p90 per backend with faiss ``IndexFlatIP`` as the peer (the backends take
+   turns query by query, so a shared machine's load weighs on each alike), ANN recall@20 against
+   exact, and the cached goal -> matches latency (``engine.query`` with both text encoders,
+   search, rerank and assembly) p50/p90 with exact and IVF-PQ search, timed once ``--warm-up``
+   other world queries have run (a running node's clause cache), with a fresh matcher each.
 
 ``--gpu`` (needs CUDA; not run on the 2-core CPU machine): the same per-size rows with the engine
 and exact search on the GPU (cached p50 at 1M), plus build throughput on the GPU.
@@ -52,7 +54,7 @@ from cgrs_ros.engine import CGRSEngine, QueryOptions  # noqa: E402
 from cgrs_ros.evaluation import evaluate  # noqa: E402
 from cgrs_ros.gallery import GalleryRecord, read_manifest  # noqa: E402
 from cgrs_ros.index import build_index, load_image, load_index, write_index  # noqa: E402
-from cgrs_ros.models import load_models  # noqa: E402
+from cgrs_ros.models import REGISTRIES, ModelSet, load_models  # noqa: E402
 from cgrs_ros.models.device import apply_threads  # noqa: E402
 from cgrs_ros.queries import read_queries  # noqa: E402
 from cgrs_ros.search import SEARCHES, build_search_files  # noqa: E402
@@ -93,13 +95,39 @@ def timed(call, items, warmup: int = 3) -> tuple[dict, list]:
     return stats(seconds), results
 
 
+def timed_in_turn(calls: dict, items, warmup: int = 3) -> tuple[dict, dict]:
+    """Like :func:`timed` for several calls at once, taking turns per item (the order rotating), so
+    that a shared machine's changing load weighs on each alike and their ratio holds."""
+    names = list(calls)
+    for item in items[:warmup]:
+        for name in names:
+            calls[name](item)
+    seconds = {name: [] for name in names}
+    results = {name: [] for name in names}
+    for number, item in enumerate(items):
+        for name in names[number % len(names):] + names[:number % len(names)]:
+            started = time.perf_counter()
+            results[name].append(calls[name](item))
+            seconds[name].append(time.perf_counter() - started)
+    return {name: stats(seconds[name]) for name in names}, results
+
+
 def recall_at(ann: list, exact: list, k: int = 20) -> float:
     return round(float(np.mean([len(set(a[:k].tolist()) & set(e[:k].tolist())) / k for a, e in zip(ann, exact)])), 4)
 
 
-def query_latency(config, index, models, texts) -> dict:
-    engine = CGRSEngine(config, index, models)
-    result, _ = timed(lambda text: engine.query(text, QueryOptions(caption_mode="cached")), texts)
+def query_latency(config, index, models, texts, warm_texts) -> dict:
+    """Per-query latency of ``texts`` in the steady state of a node: the other world queries
+    (``warm_texts``) run first.  The matcher is fresh for each call, so no engine measured after
+    another finds the goals' clauses already encoded."""
+    matcher = REGISTRIES["text_similarity"].build(config.model_spec("text_similarity"))
+    engine = CGRSEngine(config, index, ModelSet(retriever=models.retriever, text_similarity=matcher))
+    try:
+        for text in warm_texts:
+            engine.query(text, QueryOptions(caption_mode="cached"))
+        result, _ = timed(lambda text: engine.query(text, QueryOptions(caption_mode="cached")), texts, warmup=0)
+    finally:
+        matcher.close()
     return result
 
 
@@ -115,7 +143,7 @@ def build_rate(config, world: Path, threads: int, models, sample: int = 256) -> 
         shutil.rmtree(folder)
 
 
-def world_rows(config, world: Path, index, models, texts, queries) -> dict:
+def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -> dict:
     """float16 against float32 recall, threads 1 against 2, ANN recall on the world's own vectors."""
     rows = {}
     images = np.concatenate([models.retriever.encode_images(
@@ -128,7 +156,7 @@ def world_rows(config, world: Path, index, models, texts, queries) -> dict:
         rows[f"recall {name}"] = {mode: {f"R@{k}": round(v, 2) for k, v in r.items()} for mode, r in report.recall.items()}
     for threads in (1, 2):
         apply_threads(threads)
-        rows[f"threads {threads}"] = {"cached query": query_latency(config, index, models, texts),
+        rows[f"threads {threads}"] = {"cached query": query_latency(config, index, models, texts, warm_texts),
                                       "build img/s (256 images)": build_rate(config, world, threads, models)}
     apply_threads(1)
     vectors = models.retriever.encode_texts(texts)
@@ -168,8 +196,8 @@ def index_start(folder: Path, spec: dict) -> dict:
     return {k: round(v, 3) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
-def size_row(config, world_index, world: Path, models, texts, vectors, rows: int, noise: float, device: str,
-             scratch: Path) -> dict:
+def size_row(config, world_index, world: Path, models, texts, warm_texts, vectors, rows: int, noise: float,
+             device: str, scratch: Path) -> dict:
     folder = scratch / f"tiled_{rows}"
     started = time.perf_counter()
     records, captions, images, caption_vectors = tile(world_index, rows, noise)
@@ -194,15 +222,14 @@ def size_row(config, world_index, world: Path, models, texts, vectors, rows: int
         files = build_search_files(index.image_embeddings, {"name": "faiss_hnsw"})
         backends["faiss_hnsw"] = SEARCHES.factory("faiss_hnsw")(index.image_embeddings, files.__getitem__)
     k = config.retrieval.top_k
-    coarse, found = {}, {}
-    for name, backend in backends.items():
-        coarse[name], found[name] = timed(lambda v, b=backend: b.search(v, k), list(vectors))
-    result["coarse search (k=%d)" % k] = coarse
+    coarse, found = timed_in_turn({name: (lambda v, b=backend: b.search(v, k)) for name, backend in backends.items()},
+                                  list(vectors))
+    result["coarse search (k=%d, backends in turn)" % k] = coarse
     result["recall@20 vs exact"] = {name: recall_at(found[name], found["exact"]) for name in backends if name != "exact"}
     del backends
     result["cached goal->matches"] = {
-        "exact": query_latency(replace(config, device=device), index, models, texts),
-        "faiss_ivfpq": query_latency(replace(ann_config, device=device), index, models, texts)}
+        "exact": query_latency(replace(config, device=device), index, models, texts, warm_texts),
+        "faiss_ivfpq": query_latency(replace(ann_config, device=device), index, models, texts, warm_texts)}
     shutil.rmtree(folder)
     return result
 
@@ -211,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=100, help="world queries timed per measurement")
+    parser.add_argument("--warm-up", type=int, default=200,
+                        help="other world queries run before a latency is timed (the clause cache of a running node)")
     parser.add_argument("--noise", type=float, default=0.15, help="norm of the noise added to each tiled vector")
     parser.add_argument("--gpu", action="store_true", help="engine, search and build on CUDA")
     parser.add_argument("--scratch", default="", help="folder for the tiled indexes (default: a temporary one)")
@@ -231,20 +260,23 @@ def main(argv: list[str] | None = None) -> int:
     world_bytes = sum(p.stat().st_size for p in world_index.data_dir.iterdir()) / len(world_index)
     queries = read_queries(world / "queries.jsonl")[:args.queries]
     texts = [q.text for q in queries]
+    warm_texts = [q.text for q in read_queries(world / "queries.jsonl")[args.queries:args.queries + args.warm_up]]
     models = load_models(config)      # the captioner too: the build-rate rows build
     vectors = models.retriever.encode_texts(texts)
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="cgrs_scale_"))
     scratch.mkdir(parents=True, exist_ok=True)
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
                          + (f", {__import__('torch').cuda.get_device_name()}" if args.gpu else ", no GPU"),
-              "device": device, "queries": len(texts), "noise": args.noise, "ivfpq": IVFPQ,
+              "device": device, "queries": len(texts), "warm_up_queries": len(warm_texts),
+              "text_runtime": {"retriever": models.retriever.text_runtime,
+                               "text_similarity": models.text_similarity.text_runtime}, "noise": args.noise, "ivfpq": IVFPQ,
               "world": {"rows": len(world_index), "bytes/image on disk": round(world_bytes, 1),
-                        "index build s (0 when cached)": round(build_s, 1), **world_rows(config, world, world_index, models, texts, queries)},
+                        "index build s (0 when cached)": round(build_s, 1), **world_rows(config, world, world_index, models, texts, warm_texts, queries)},
               "sizes": []}
     print(json.dumps(result["world"], indent=1), flush=True)
     for rows in (int(s) for s in args.sizes.split(",")):
-        result["sizes"].append(size_row(config, world_index, world, models, texts, vectors, rows, args.noise,
-                                        device, scratch))
+        result["sizes"].append(size_row(config, world_index, world, models, texts, warm_texts, vectors, rows,
+                                        args.noise, device, scratch))
         print(json.dumps(result["sizes"][-1], indent=1), flush=True)
     result["total_s"] = round(time.perf_counter() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from PIL import Image
 from ..errors import CGRSInputError
 from .device import resolve_device, resolve_dtype
 from .local_weights import resolve_model_path
+from .onnx_text import PositionalInputs, choose_runtime, onnx_or_none
 from .registry import Registry
 
 RETRIEVERS: Registry["Retriever"] = Registry("retriever")
@@ -63,11 +64,13 @@ class OpenClipRetriever:
       force_quick_gelu  build the model with QuickGELU (what ``<model>-quickgelu`` names do): weights
                    trained with it (OpenAI, GeoRSCLIP) give worse vectors under GELU without any
                    error, so a weight file whose name or metadata suggests it gets a warning.
+      text_runtime auto | torch | onnx: where query texts are encoded (:mod:`cgrs_ros.models.onnx_text`;
+                   images always run on torch).
     """
 
     def __init__(self, model: str, pretrained: str | None = None, checkpoint: str | None = None,
                  model_config: str | None = None, batch_size: int = 64, force_quick_gelu: bool = False,
-                 device: str | None = None, dtype: str | None = None):
+                 text_runtime: str = "auto", device: str | None = None, dtype: str | None = None):
         import open_clip
 
         if SHIPPED_OPEN_CLIP_CONFIGS.is_dir():
@@ -81,6 +84,7 @@ class OpenClipRetriever:
                 raise CGRSInputError(f"retriever {name} file {path} does not exist")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        runtime = choose_runtime(text_runtime, self.device)
         self.batch_size = int(batch_size)
         self._spec = {"name": "open_clip", "model": model, "pretrained": pretrained,
                       "checkpoint": Path(checkpoint).name if checkpoint else None}
@@ -106,6 +110,12 @@ class OpenClipRetriever:
         with torch.inference_mode():
             probe = self.model.encode_text(self.tokenizer(["probe"]).to(self.device))
         self.embedding_dim = int(probe.shape[-1])
+        self._text_onnx = None
+        if runtime == "onnx":
+            probes = [{"tokens": self._tokens(texts)} for texts in (["probe"], _LONGER_PROBES)]
+            self._text_onnx = onnx_or_none(PositionalInputs(self.model, ["tokens"], _encode_tokens), probes,
+                                           f"retriever {model!r}")
+        self.text_runtime = "torch" if self._text_onnx is None else "onnx"     # what encodes texts
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         batch = torch.stack([self.preprocess(image.convert("RGB")) for image in images])
@@ -114,6 +124,14 @@ class OpenClipRetriever:
         return l2_normalise(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self._tokens(texts)
+        if self._text_onnx is not None:
+            return l2_normalise(torch.from_numpy(self._text_onnx({"tokens": tokens.numpy()})))
+        with torch.inference_mode():
+            features = self.model.encode_text(tokens.to(self.device))
+        return l2_normalise(features)
+
+    def _tokens(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(texts))
         pad = _padding_token(self.model)
         if pad is not None and tokens.shape[1]:
@@ -122,17 +140,23 @@ class OpenClipRetriever:
             # columns change nothing but cost half of the encoding.
             used = (tokens != pad).any(dim=0).nonzero()
             tokens = tokens[:, :int(used.max()) + 1 if len(used) else 1]
-        with torch.inference_mode():
-            features = self.model.encode_text(tokens.to(self.device))
-        return l2_normalise(features)
+        return tokens
 
     def fingerprint(self) -> dict:
         return dict(self._spec, embedding_dim=self.embedding_dim)
 
     def close(self) -> None:
-        self.model = None
+        self.model = self._text_onnx = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+# texts of another length and batch than "probe": an exported text tower is checked on both shapes
+_LONGER_PROBES = ["the red-roofed hall just north of the round pool", "a lake"]
+
+
+def _encode_tokens(model, inputs: dict) -> torch.Tensor:
+    return model.encode_text(inputs["tokens"])
 
 
 def _padding_token(model) -> int | None:

@@ -43,6 +43,7 @@ from ..errors import CGRSInputError
 from ..spatial_text import Relation, read_relations
 from .device import resolve_device
 from .local_weights import resolve_model_path
+from .onnx_text import PositionalInputs, choose_runtime, onnx_or_none
 from .registry import Registry
 
 TEXT_SIMILARITIES: Registry["TextSimilarity"] = Registry("text_similarity")
@@ -66,12 +67,13 @@ class SentenceTransformerSimilarity:
     embeds_captions = True
 
     def __init__(self, model: str = DEFAULT_TEXT_MODEL, batch_size: int = 64, cache_queries: int = 10_000,
-                 device: str | None = None, dtype: str | None = None):
+                 text_runtime: str = "auto", device: str | None = None, dtype: str | None = None):
         from sentence_transformers import SentenceTransformer
 
         if not isinstance(model, str) or not model:
             raise CGRSInputError("text_similarity 'model' must be a sentence-transformers id or folder")
         self.device = resolve_device(device)
+        runtime = choose_runtime(text_runtime, self.device)
         self.batch_size = int(batch_size)
         self._spec = {"name": "sentence_transformers", "model": model}
         self.model = SentenceTransformer(resolve_model_path(model), device=str(self.device))
@@ -79,12 +81,35 @@ class SentenceTransformerSimilarity:
         self.embedding_dim = int(dimension())
         self.cache_queries = int(cache_queries)
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._onnx = None
+        if runtime == "onnx":
+            probes = [self._token_tensors(texts) for texts in (["probe"], ["a lake east of the hall", "a pond"])]
+            self._onnx = onnx_or_none(PositionalInputs(self.model, list(probes[0]), _sentence_embedding), probes,
+                                      f"text_similarity {model!r}")
+        self.text_runtime = "torch" if self._onnx is None else "onnx"     # what encodes texts
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self._onnx is not None:
+            return self._encode_onnx(list(texts))
         with torch.inference_mode():    # no autograd bookkeeping on the query path
             vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.embedding_dim)
+
+    def _encode_onnx(self, texts: list[str]) -> np.ndarray:
+        vectors = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
+        order = np.argsort([-len(text) for text in texts], kind="stable")   # batches of like lengths pad little
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            features = self._token_tensors([texts[row] for row in rows])
+            vectors[rows] = self._onnx({name: value.numpy() for name, value in features.items()})
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def _token_tensors(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The model's tokenised inputs (``preprocess`` in sentence-transformers >= 6, ``tokenize`` before)."""
+        features = getattr(self.model, "preprocess", self.model.tokenize)(texts)
+        return {name: value for name, value in features.items() if isinstance(value, torch.Tensor)}
 
     def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None,
               compass: np.ndarray | None = None) -> np.ndarray:
@@ -101,7 +126,11 @@ class SentenceTransformerSimilarity:
         return dict(self._spec, embedding_dim=self.embedding_dim)
 
     def close(self) -> None:
-        self.model = None
+        self.model = self._onnx = None
+
+
+def _sentence_embedding(model, features: dict) -> torch.Tensor:
+    return model(features)["sentence_embedding"]
 
 
 @TEXT_SIMILARITIES.register("cross_encoder")
@@ -174,8 +203,12 @@ def relations(text: str) -> tuple[Relation, ...]:
 _SIDE_BITS = {"north": 1, "east": 2, "south": 4, "west": 8}
 
 
-def _side_masks(said: Sequence[Relation]) -> np.ndarray:
-    return np.array([sum(_SIDE_BITS[s] for s in r.sides) for r in said], dtype=np.uint8)
+@functools.lru_cache(maxsize=65_536)
+def side_masks(text: str) -> np.ndarray:
+    """The sides each of the text's relations states, as bits (remembered like :func:`relations`)."""
+    masks = np.array([sum(_SIDE_BITS[s] for s in r.sides) for r in relations(text)], dtype=np.uint8)
+    masks.flags.writeable = False
+    return masks
 
 
 @TEXT_SIMILARITIES.register("clause_match")
@@ -197,12 +230,14 @@ class ClauseMatchSimilarity:
     embedding_dim = 0
 
     def __init__(self, model: str = DEFAULT_TEXT_MODEL, side_weight: float = 0.3, batch_size: int = 64,
-                 cache_clauses: int = 200_000, device: str | None = None, dtype: str | None = None):
+                 cache_clauses: int = 200_000, text_runtime: str = "auto", device: str | None = None,
+                 dtype: str | None = None):
         if not isinstance(side_weight, (int, float)) or not 0 <= side_weight <= 2:
             raise CGRSInputError(f"text_similarity 'side_weight' must be a number in [0, 2], got {side_weight!r}")
         self.encoder = SentenceTransformerSimilarity(model, batch_size=batch_size, cache_queries=0,
-                                                     device=device, dtype=dtype)
+                                                     text_runtime=text_runtime, device=device, dtype=dtype)
         self.side_weight = float(side_weight)
+        self.text_runtime = self.encoder.text_runtime
         self._spec = {"name": "clause_match", "model": model, "side_weight": self.side_weight}
         self.cache_clauses = int(cache_clauses)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -235,7 +270,8 @@ class ClauseMatchSimilarity:
         # every (query clause, caption clause) pair in one product; then the best per caption
         similarity = np.stack([vectors[r.what] for r in asked]) @ np.stack([vectors[r.what] for r in said]).T
         sides_read = np.repeat([sides for _, sides in unique], [len(rs) for rs in stated])
-        a, s = _side_masks(asked)[:, None], (_side_masks(said) * sides_read)[None, :]
+        a = side_masks(query)[:, None]
+        s = (np.concatenate([side_masks(c) for c, _ in unique]) * sides_read)[None, :]
         similarity -= self.side_weight * ((a != 0) & (s != 0) & ((a & s) == 0))
         starts = np.cumsum([0] + [len(rs) for rs in stated[:-1]])
         best = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)

@@ -1,0 +1,114 @@
+"""Text encoders on ONNX Runtime (``text_runtime``): the real embedded CLIP text tower and the real
+all-MiniLM-L6-v2, exported, cached and checked; they must give torch's vectors and rankings."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from cgrs_ros.config import load_engine_config
+from cgrs_ros.errors import CGRSInputError
+from cgrs_ros.models import REGISTRIES
+from cgrs_ros.models.onnx_text import OnnxTextEncoder, PositionalInputs, cache_folder, onnx_or_none
+
+pytest.importorskip("onnxruntime")
+
+TEXTS = ["the red-roofed hall just north of the round pool", "a lake",
+         "I am looking for the house just south of a pond; it also has a grove to its east.",
+         "a tall white tower next to a parking lot with trees to the west"]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CGRS_HOME", str(tmp_path))
+    return tmp_path / "onnx"
+
+
+def build(kind: str, runtime: str, **options):
+    spec = load_engine_config(device="cpu").model_spec(kind)
+    return REGISTRIES[kind].build(dict(spec, text_runtime=runtime, **options))
+
+
+def test_retriever_text_tower_on_onnx_gives_torchs_vectors(cache):
+    onnx, plain = build("retriever", "onnx"), build("retriever", "torch")
+    assert onnx._text_onnx is not None and plain._text_onnx is None
+    np.testing.assert_allclose(onnx.encode_texts(TEXTS), plain.encode_texts(TEXTS), atol=1e-5)
+    for text in TEXTS:                                       # one query at a time: the node's case
+        np.testing.assert_allclose(onnx.encode_texts([text]), plain.encode_texts([text]), atol=1e-5)
+    assert len(list(cache.glob("*.onnx"))) == 1
+
+
+def test_clause_matcher_on_onnx_gives_torchs_scores(cache):
+    onnx, plain = build("text_similarity", "onnx"), build("text_similarity", "torch")
+    assert onnx.encoder._onnx is not None and plain.encoder._onnx is None
+    np.testing.assert_allclose(onnx.encoder.encode(TEXTS), plain.encoder.encode(TEXTS), atol=1e-5)
+    captions = ["a red-roofed hall with a round pool to the south", "a lake to the north of the building",
+                "a green roof, trees to the east", "a red-roofed hall with a round pool to the north"]
+    got, expected = (m.score(TEXTS[0], captions) for m in (onnx, plain))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert list(np.argsort(-got)) == list(np.argsort(-expected))
+    assert onnx.encoder.encode([]).shape == (0, onnx.encoder.embedding_dim)
+
+
+def test_a_second_load_reuses_the_export_and_a_corrupt_one_is_replaced(cache):
+    first = build("retriever", "onnx")
+    (exported,) = cache.glob("*.onnx")
+    stamp = exported.stat().st_mtime_ns
+    build("retriever", "onnx")
+    assert exported.stat().st_mtime_ns == stamp                 # opened, not exported again
+    exported.write_bytes(b"not an onnx model")
+    again = build("retriever", "onnx")
+    assert again._text_onnx is not None and exported.stat().st_size > 1_000_000
+    np.testing.assert_allclose(again.encode_texts(TEXTS), first.encode_texts(TEXTS), atol=1e-5)
+
+
+def test_an_unwritable_cache_keeps_the_export_in_memory(cache):
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_text("a file where the cache folder should be")
+    retriever = build("retriever", "onnx")
+    assert retriever._text_onnx is not None
+
+
+class _Noisy(torch.nn.Module):
+    """A forward whose output the export cannot reproduce (fresh noise every call)."""
+
+    def forward(self, tokens):
+        return tokens.float() + torch.rand(tokens.shape)
+
+
+def test_an_export_that_differs_from_torch_is_not_used(cache, caplog):
+    module = PositionalInputs(_Noisy(), ["tokens"], lambda m, x: m(x["tokens"]))
+    probes = [{"tokens": torch.ones(1, 3, dtype=torch.int64)}, {"tokens": torch.ones(2, 5, dtype=torch.int64)}]
+    with caplog.at_level(logging.WARNING):
+        assert onnx_or_none(module, probes, "noisy encoder") is None
+    assert "noisy encoder: text encoder stays on torch" in caplog.text and "differs from torch" in caplog.text
+    with pytest.raises(ValueError, match="differs from torch"):
+        OnnxTextEncoder(module, probes)
+    assert cache_folder() == cache
+
+
+def test_bad_text_runtime_is_named(cache):
+    with pytest.raises(CGRSInputError, match="text_runtime must be one of auto, torch, onnx, got 'banana'"):
+        build("retriever", "banana")
+
+
+def test_onnx_asked_for_without_onnxruntime_is_a_clear_error(cache, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)       # what an install without it looks like
+    with pytest.raises(CGRSInputError, match="text_runtime onnx needs onnxruntime"):
+        build("text_similarity", "onnx")
+    assert build("text_similarity", "auto").encoder._onnx is None      # auto falls back to torch
+
+
+def test_the_session_follows_a_change_of_threads(cache):
+    retriever = build("retriever", "onnx")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        vectors = retriever.encode_texts(TEXTS)
+        assert retriever._text_onnx.session.get_session_options().intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(retriever.encode_texts(TEXTS), vectors, atol=1e-5)
+    assert retriever._text_onnx.session.get_session_options().intra_op_num_threads == before
