@@ -149,7 +149,8 @@ def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -
     images = np.concatenate([models.retriever.encode_images(
         [load_image(index.image_path(r), config.index.max_image_side) for r in range(start, min(start + 64, len(index)))])
         for start in range(0, len(index), 64)])
-    captions = models.text_similarity.encode(list(index.captions))
+    matcher = models.text_similarity      # caption vectors only where the matcher stores them
+    captions = matcher.encode(list(index.captions)) if matcher.embeds_captions else index.caption_embeddings
     as_float32 = replace(index, image_embeddings=images.astype(np.float32), caption_embeddings=captions)
     for name, which in (("float16 (index)", index), ("float32", as_float32)):
         report = evaluate(CGRSEngine(config, which, models), queries, modes=("coarse", "cached"), progress=False)

@@ -24,8 +24,11 @@ def _brute_force(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
     return sorted(range(len(vectors)), key=lambda r: (-scores[r], r))[:k]
 
 
+@pytest.mark.parametrize("kernel", ["faiss float16 scan", "torch"])
 @pytest.mark.parametrize("k", [1, 20, 64])
-def test_exact_search_is_the_brute_force_ranking_with_ties_by_row(k):
+def test_exact_search_is_the_brute_force_ranking_with_ties_by_row(k, kernel, monkeypatch):
+    if kernel == "torch":
+        monkeypatch.setattr("cgrs_ros.search.float16_scan", lambda vectors: None)
     rng = np.random.default_rng(k)
     vectors = _unit(rng.standard_normal((3000, 32)))
     vectors[[10, 2000, 2999]] = vectors[1500]            # duplicates: exact ties
@@ -33,9 +36,24 @@ def test_exact_search_is_the_brute_force_ranking_with_ties_by_row(k):
     centre = rng.standard_normal(32)
     vectors[100:400] = _unit(centre + 1e-3 * rng.standard_normal((300, 32)))
     search = ExactSearch(vectors, read=None)
+    assert (search._scan is not None) == (kernel != "torch")
     for query in (vectors[1500].astype(np.float32), _unit(centre[None])[0].astype(np.float32),
                   _unit(rng.standard_normal((1, 32)))[0].astype(np.float32)):
         assert search.search(query, k).tolist() == _brute_force(vectors, query, k)
+
+
+def test_the_float16_scan_reads_the_memory_map_itself(tmp_path):
+    """No copy: the scan's codes are the map's bytes, so RSS does not grow with the index."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", _unit(rng.standard_normal((5000, 16))))
+    vectors = np.load(tmp_path / "v.npy", mmap_mode="r")
+    search = ExactSearch(vectors, read=None)
+    codes = search._scan.codes
+    assert not codes.is_owned and codes.size() == vectors.nbytes
+    query = vectors[4321].astype(np.float32)
+    assert search.search(query, 5).tolist() == _brute_force(vectors, query, 5)
+    # float32 vectors (an index assembled in memory) take the torch kernel
+    assert ExactSearch(np.asarray(vectors, dtype=np.float32), read=None)._scan is None
 
 
 @pytest.fixture(scope="module")
