@@ -37,6 +37,9 @@ from .models.registry import Registry
 # |float16 score - exact score| for unit vectors: query and product rounding (2 x 2^-11) plus
 # fp32 accumulation, with a wide safety factor
 FLOAT16_SCORE_ERROR = 4e-3
+# per dimension, |fp32 sum of float16 x float32 products - exact| for unit vectors: d x 2^-24
+# (Cauchy-Schwarz bounds the sum of |products| by 1), times a safety factor of 8
+SCAN_SCORE_ERROR = 8 * 2.0 ** -24
 
 
 class CoarseSearch(Protocol):
@@ -86,6 +89,9 @@ class ExactSearch:
         self._torch, self._vectors, self.margin = torch, vectors, int(margin)
         self._device = torch.device(device)
         self._scan = float16_scan(vectors) if self._device.type == "cpu" else None
+        # the scan multiplies the exact float16 values by the float32 query (fp32 sums only); torch
+        # rounds the query to float16 as well
+        self._error = SCAN_SCORE_ERROR * vectors.shape[1] if self._scan is not None else FLOAT16_SCORE_ERROR
         if self._scan is None:
             with warnings.catch_warnings():     # the map is read-only and is never written through
                 warnings.simplefilter("ignore", UserWarning)
@@ -96,17 +102,25 @@ class ExactSearch:
         n = len(self._vectors)
         k = min(k, n)
         wanted = k + self.margin
-        while True:
-            if wanted >= n:
-                rows = np.arange(n)
-                return best_first(rows, exact_scores(self._vectors, rows, query), k)
+        while wanted < n:
             rows, approx = self._candidates(query, wanted)
             scores = exact_scores(self._vectors, rows, query)
             top = np.lexsort((rows, -scores))[:k]
             # a row left out scores at most min(approx of the kept) + error: below the k-th, it cannot enter
-            if scores[top[-1]] > approx.min() + FLOAT16_SCORE_ERROR:
+            if scores[top[-1]] > approx.min() + self._error:
                 return rows[top]
+            if self._scan is not None:
+                # a crowd of near-equal rows: one more pass fetches every row that may reach the k-th
+                # (a row it leaves out has approx <= k-th - 2 error, so exact < k-th)
+                rows = self._rows_above(query, float(scores[top[-1]]) - 2 * self._error)
+                return best_first(rows, exact_scores(self._vectors, rows, query), k)
             wanted *= 4
+        rows = np.arange(n)
+        return best_first(rows, exact_scores(self._vectors, rows, query), k)
+
+    def _rows_above(self, query: np.ndarray, radius: float) -> np.ndarray:
+        limits, _, rows = self._scan.range_search(np.ascontiguousarray(query, dtype=np.float32)[None], radius)
+        return rows[limits[0]:limits[1]].astype(np.int64)
 
     def _candidates(self, query: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``wanted`` rows of best float16 score, and those scores."""
