@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loader-threads", default="0,1,2")
+    parser.add_argument("--batches", default="",
+                        help="also time captions 'all' at these batch sizes, INDEX:CAPTIONER pairs, e.g. 32:16,64:64")
     parser.add_argument("--out", default=str(RESULTS / "build.json"))
     args = parser.parse_args(argv)
 
@@ -68,9 +70,18 @@ def main(argv=None) -> int:
                 rows[f"captions {captions}, loader_threads {threads}"] = {
                     "img/s median": round(statistics.median(rates), 1), "img/s runs": [round(r, 1) for r in rates]}
                 print(json.dumps(rows), flush=True)
+        for pair in filter(None, args.batches.split(",")):
+            index_batch, caption_batch = (int(n) for n in pair.split(":"))
+            setting = replace(config, index=replace(config.index, batch_size=index_batch))
+            models.captioner.batch_size = caption_batch      # a generate() call's batch, read per call
+            rates = [build_rate(setting, gallery, models) for _ in range(args.repeats)]
+            rows[f"captions all, batch_size {index_batch}, captioner batch_size {caption_batch}"] = {
+                "img/s median": round(statistics.median(rates), 1), "img/s runs": [round(r, 1) for r in rates]}
+            print(json.dumps(rows), flush=True)
     finally:
         models.close()
     result = {"images": len(gallery), "repeats": args.repeats, "torch_threads": config.threads,
+              "batch_size": config.index.batch_size, "captioner batch_size": config.captioner.get("batch_size"),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus",
               "load_average_1m_at_end": round(os.getloadavg()[0], 2), "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -126,6 +126,11 @@ def query_latency(config, index, models, texts, warm_texts) -> dict:
         for text in warm_texts:
             engine.query(text, QueryOptions(caption_mode="cached"))
         result, _ = timed(lambda text: engine.query(text, QueryOptions(caption_mode="cached")), texts, warmup=0)
+        # what the rerank reads per goal: every view of the candidate places (not timed)
+        settings = QueryOptions(caption_mode="cached").apply(config.retrieval)
+        views = [sum(len(place.rows) for place in engine.rank(vector, text, settings, settings.max_results).places)
+                 for vector, text in zip(models.retriever.encode_texts(texts), texts)]
+        result["candidate views per goal (median)"] = int(np.median(views))
     finally:
         matcher.close()
     return result
