@@ -140,8 +140,9 @@ def float16_scan(vectors: np.ndarray):
     None where that cannot be had (no faiss, vectors not contiguous float16, another faiss).
 
     Why: faiss's fp16 scan converts and multiplies in SIMD registers and keeps its own top list,
-    1.6-1.9x faster than ``IndexFlatIP`` over a float32 copy at 1M rows on one thread (which reads
-    twice the bytes), where torch's float16 matrix-vector product was not faster than that copy.
+    1.7x faster than ``IndexFlatIP`` over a float32 copy (which reads twice the bytes) at 100k and 1M
+    rows on one thread (``bench/scale_benchmark.py``), where torch's float16 matrix-vector product
+    had measured slower than that copy.
     faiss offers no public way to index external memory, so the index's code vector is pointed at
     the map (``MaybeOwnedVector`` as a non-owning view, faiss >= 1.10); the caller keeps
     ``vectors`` alive, and a probe row checks the view before it is used.

@@ -53,9 +53,9 @@ def test_clause_matcher_on_onnx_gives_torchs_scores(cache):
 def test_a_second_load_reuses_the_export_and_a_corrupt_one_is_replaced(cache):
     first = build("retriever", "onnx")
     (exported,) = cache.glob("*.onnx")
-    stamp = exported.stat().st_mtime_ns
+    inode = exported.stat().st_ino
     build("retriever", "onnx")
-    assert exported.stat().st_mtime_ns == stamp                 # opened, not exported again
+    assert exported.stat().st_ino == inode                      # opened, not exported again (a new file)
     exported.write_bytes(b"not an onnx model")
     again = build("retriever", "onnx")
     assert again._text_onnx is not None and exported.stat().st_size > 1_000_000
@@ -112,3 +112,19 @@ def test_the_session_follows_a_change_of_threads(cache):
         torch.set_num_threads(before)
     np.testing.assert_allclose(retriever.encode_texts(TEXTS), vectors, atol=1e-5)
     assert retriever._text_onnx.session.get_session_options().intra_op_num_threads == before
+
+
+def test_the_cache_keeps_only_the_most_recently_used_exports(cache, monkeypatch):
+    import os
+
+    monkeypatch.setattr("cgrs_ros.models.onnx_text.KEEP_EXPORTS", 2)
+    build("retriever", "onnx")
+    (kept,) = cache.glob("*.onnx")
+    for age, name in enumerate(("old.onnx", "older.onnx"), start=1):
+        (cache / name).write_bytes(b"an export of another model")
+        os.utime(cache / name, (kept.stat().st_mtime - 100 * age,) * 2)
+    os.utime(kept, (kept.stat().st_mtime - 1000,) * 2)       # oldest on disk, but opened next
+    build("retriever", "onnx")                                  # a hit marks it used
+    build("text_similarity", "onnx")                            # a new export prunes to 2
+    assert kept.is_file() and not (cache / "old.onnx").exists() and not (cache / "older.onnx").exists()
+    assert len(list(cache.glob("*.onnx"))) == 2

@@ -14,7 +14,8 @@ rankings do not change.  Quantising to int8 would be faster still, but moves the
 - ``onnx``: exported to ONNX (torch's TorchScript exporter) on first use and kept in
   ``$CGRS_HOME/onnx/<key>.onnx`` (key: the module's class, its weights' shapes and a sample of their
   values, the input names and the torch version), so later starts only load it; it is checked
-  against torch on probe inputs of two shapes each time it is opened.
+  against torch on probe inputs of two shapes each time it is opened.  The folder keeps the
+  ``KEEP_EXPORTS`` most recently used exports.
 - ``auto`` (the default): ``onnx`` on a CPU when onnxruntime is installed, else ``torch`` (on CUDA
   the model's GPU kernels win, and ONNX Runtime's CPU build would move the work off the GPU).
 
@@ -78,7 +79,9 @@ class OnnxTextEncoder:
     def __init__(self, module: torch.nn.Module, probes: Sequence[Mapping[str, torch.Tensor]]):
         self.path = path = cache_folder() / f"{_cache_key(module, list(probes[0]))}.onnx"
         exported = False
-        if not path.is_file():
+        if path.is_file():
+            _touch(path)
+        else:
             _store(path, _export(module, probes[0]))
             exported = True
         try:
@@ -167,12 +170,27 @@ def _store(path: Path, model: bytes) -> None:
             out.write(model)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
+        _prune(path.parent)
     except OSError as exc:
         _log.info("ONNX cache %s not writable (%s); the exported model is kept in memory", path.parent, exc)
         _UNWRITABLE[path] = model
 
 
 _UNWRITABLE: dict[Path, bytes] = {}      # exported models whose cache folder could not be written
+KEEP_EXPORTS = 8    # the cache keeps the most recently used exports (a hub text tower is ~250 MB)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)          # the modification time says when an export was last used
+    except OSError:
+        pass
+
+
+def _prune(folder: Path) -> None:
+    exports = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in exports[KEEP_EXPORTS:]:
+        stale.unlink(missing_ok=True)
 
 
 def _session(path: Path):
