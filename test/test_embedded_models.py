@@ -113,16 +113,22 @@ def test_end_to_end_retrieval_beats_chance(config, models, world, tmp_path):
         assert engine.query(goal).confidence < 0.5, goal
 
 
-def test_text_encoding_without_the_padding_columns_is_the_same_encoding(models):
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_text_encoding_without_the_padding_columns_is_the_same_encoding(config, runtime):
     """encode_texts drops the all-padding token columns for an HF text tower (half of a query's
-    CLIP time); the vectors must be those of the full padded input."""
+    CLIP time); the vectors must be those of the full padded input (on either text runtime)."""
     import torch
 
-    retriever = models.retriever
+    from cgrs_ros.models import RETRIEVERS
+
+    spec = config.model_spec("retriever")
+    retriever = RETRIEVERS.build(dict(spec, text_runtime=runtime))
+    assert retriever.text_runtime == runtime
+    full_model = RETRIEVERS.build(dict(spec, text_runtime="torch")).model     # the torch weights, whole
     texts = ["a red roof", "I am looking for the house just south of a pond; it also has a grove to its east."]
     tokens = retriever.tokenizer(texts)
     assert tokens.shape[1] > max(int((row != 0).sum()) for row in tokens)     # padded to the context length
     with torch.inference_mode():
-        full = retriever.model.encode_text(tokens)
+        full = full_model.encode_text(tokens)
     full = (full / full.norm(dim=-1, keepdim=True)).numpy()
     np.testing.assert_allclose(retriever.encode_texts(texts), full, atol=1e-5)

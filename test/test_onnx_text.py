@@ -36,6 +36,9 @@ def test_retriever_text_tower_on_onnx_gives_torchs_vectors(cache):
     for text in TEXTS:                                       # one query at a time: the node's case
         np.testing.assert_allclose(onnx.encode_texts([text]), plain.encode_texts([text]), atol=1e-5)
     assert len(list(cache.glob("*.onnx"))) == 1
+    # torch's copy of the text tower is freed (the session holds the weights); the image tower stays
+    assert next(onnx.model.text.parameters()).device.type == "meta"
+    assert next(onnx.model.visual.parameters()).device.type == "cpu"
 
 
 def test_clause_matcher_on_onnx_gives_torchs_scores(cache):
@@ -48,6 +51,7 @@ def test_clause_matcher_on_onnx_gives_torchs_scores(cache):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert list(np.argsort(-got)) == list(np.argsort(-expected))
     assert onnx.encoder.encode([]).shape == (0, onnx.encoder.embedding_dim)
+    assert next(onnx.encoder.model.parameters()).device.type == "meta"      # freed: only ONNX reads it
 
 
 def test_a_second_load_reuses_the_export_and_a_corrupt_one_is_replaced(cache):

@@ -94,10 +94,15 @@ class OnnxTextEncoder:
             self.session = _checked_session(path, module, probes)
         # the exporter drops inputs the graph never reads (token_type_ids of a model that ignores them)
         self.input_names = [node.name for node in self.session.get_inputs()]
+        self.threads = torch.get_num_threads()
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        if self.session.get_session_options().intra_op_num_threads != torch.get_num_threads():
-            self.session = _session(self.path)       # ``threads`` changed (apply_threads): follow it, as torch does
+        if self.threads != torch.get_num_threads():      # ``threads`` changed (apply_threads): follow it
+            self.threads = torch.get_num_threads()
+            try:
+                self.session = _session(self.path)
+            except Exception as exc:      # the cached file went away meanwhile: keep the open session
+                _log.info("ONNX session kept at its thread count (%s)", exc)
         return _run(self.session, inputs)
 
 
@@ -115,6 +120,12 @@ def onnx_or_none(module: torch.nn.Module, probes: Sequence[Mapping[str, torch.Te
         _log.warning("%s: text encoder stays on torch, ONNX Runtime not used (%s: %s)",
                      what, type(exc).__name__, " ".join(str(exc).split())[:300])
         return None
+
+
+def release_weights(module: torch.nn.Module) -> None:
+    """Free torch's copy of an encoder that now runs on ONNX Runtime (the session holds the
+    weights): without this, each text encoder sits in memory twice (+366 MiB for the embedded node)."""
+    module.to("meta")
 
 
 class PositionalInputs(torch.nn.Module):

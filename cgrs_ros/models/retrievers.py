@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import CGRSInputError
 from .device import resolve_device, resolve_dtype
 from .local_weights import resolve_model_path
-from .onnx_text import PositionalInputs, choose_runtime, onnx_or_none
+from .onnx_text import PositionalInputs, choose_runtime, onnx_or_none, release_weights
 from .registry import Registry
 
 RETRIEVERS: Registry["Retriever"] = Registry("retriever")
@@ -116,6 +116,8 @@ class OpenClipRetriever:
             self._text_onnx = onnx_or_none(PositionalInputs(self.model, ["tokens"], _encode_tokens), probes,
                                            f"retriever {model!r}")
         self.text_runtime = "torch" if self._text_onnx is None else "onnx"     # what encodes texts
+        if self._text_onnx is not None and isinstance(getattr(self.model, "text", None), torch.nn.Module):
+            release_weights(self.model.text)      # a separate text tower (CustomTextCLIP): only ONNX reads it
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         batch = torch.stack([self.preprocess(image.convert("RGB")) for image in images])

@@ -43,7 +43,7 @@ from ..errors import CGRSInputError
 from ..spatial_text import Relation, read_relations
 from .device import resolve_device
 from .local_weights import resolve_model_path
-from .onnx_text import PositionalInputs, choose_runtime, onnx_or_none
+from .onnx_text import PositionalInputs, choose_runtime, onnx_or_none, release_weights
 from .registry import Registry
 
 TEXT_SIMILARITIES: Registry["TextSimilarity"] = Registry("text_similarity")
@@ -87,6 +87,8 @@ class SentenceTransformerSimilarity:
             self._onnx = onnx_or_none(PositionalInputs(self.model, list(probes[0]), _sentence_embedding), probes,
                                       f"text_similarity {model!r}")
         self.text_runtime = "torch" if self._onnx is None else "onnx"     # what encodes texts
+        if self._onnx is not None:
+            release_weights(self.model)       # its tokenizer stays; the session holds the weights
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if self._onnx is not None:
