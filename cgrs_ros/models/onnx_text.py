@@ -19,7 +19,9 @@ rankings do not change.  Quantising to int8 would be faster still, but moves the
 - ``auto`` (the default): ``onnx`` on a CPU when onnxruntime is installed, else ``torch`` (on CUDA
   the model's GPU kernels win, and ONNX Runtime's CPU build would move the work off the GPU).
 
-An export or check that fails (an architecture the exporter cannot trace, a stale or corrupt cached
+Once a session has passed its check, torch's copy of that text encoder is freed where it is a module
+of its own (a sentence-transformers model, open_clip's separate HF text tower): the session holds the
+weights.  An export or check that fails (an architecture the exporter cannot trace, a stale or corrupt cached
 file that a fresh export does not mend) warns once and leaves the encoder on torch: a query must not
 fail for want of a speed-up.
 """
