@@ -3,10 +3,10 @@
 Why: a cached query is two small text-encoder forwards (the CLIP text tower for the coarse search,
 the similarity model for the query's clauses).  At batch 1 on a CPU, torch's eager forward spends
 about as long around the matrix products (dispatch, unfused attention, layer norms and GELUs) as in
-them; ONNX Runtime runs the fused graph of the same weights about 2x faster (all-MiniLM-L6-v2, one
-20-token query, one thread: 9.5 ms against 18.8-23.5 ms), and its vectors equal torch's to ~1e-6, so
-rankings do not change.  Quantising to int8 would be faster still, but moves the vectors (cosine
-0.993 with the fp32 ones), so it is not done.
+them; ONNX Runtime runs the fused graph of the same weights, and its vectors equal torch's to ~1e-6,
+so rankings do not change (cached query p50 32.9 ms against 52.0 ms with both encoders on torch, one
+run of ``bench/recall_benchmark.py --latency-only``).  Dynamic int8 quantisation would be faster
+still, but it moves the vectors, so rankings would not stay equal; it is not done.
 
 ``text_runtime`` of a retriever or text-similarity spec says where its text encoder runs:
 
