@@ -155,7 +155,7 @@ def latency(config, index, queries, count: int) -> dict:
                     (("retriever", bench.retriever), ("text_similarity", bench.matcher(config)))}
     finally:
         bench.close()
-        torch.set_num_threads(recall_threads)
+        apply_threads(recall_threads)     # torch and faiss back to the recall rows' setting
     return {"queries": len(times), "warm_up_queries": len(queries[count:]), "threads": config.threads,
             "text_runtime": runtimes, "p50_ms": round(1000 * float(np.percentile(times, 50)), 1),
             "p90_ms": round(1000 * float(np.percentile(times, 90)), 1)}

@@ -84,20 +84,10 @@ def stats(seconds: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3)}
 
 
-def timed(call, items, warmup: int = 3) -> tuple[dict, list]:
-    for item in items[:warmup]:
-        call(item)
-    seconds, results = [], []
-    for item in items:
-        started = time.perf_counter()
-        results.append(call(item))
-        seconds.append(time.perf_counter() - started)
-    return stats(seconds), results
-
-
 def timed_in_turn(calls: dict, items, warmup: int = 3) -> tuple[dict, dict]:
-    """Like :func:`timed` for several calls at once, taking turns per item (the order rotating), so
-    that a shared machine's changing load weighs on each alike and their ratio holds."""
+    """Each call on every item, timed (p50/p90) after ``warmup`` items; the calls take turns per
+    item (the order rotating), so that a shared machine's changing load weighs on each alike and
+    their ratio holds."""
     names = list(calls)
     for item in items[:warmup]:
         for name in names:
@@ -110,6 +100,12 @@ def timed_in_turn(calls: dict, items, warmup: int = 3) -> tuple[dict, dict]:
             results[name].append(calls[name](item))
             seconds[name].append(time.perf_counter() - started)
     return {name: stats(seconds[name]) for name in names}, results
+
+
+def timed(call, items, warmup: int = 3) -> tuple[dict, list]:
+    """:func:`timed_in_turn` of one call."""
+    times, results = timed_in_turn({"call": call}, items, warmup)
+    return times["call"], results["call"]
 
 
 def recall_at(ann: list, exact: list, k: int = 20) -> float:

@@ -94,8 +94,6 @@ class OnnxTextEncoder:
             _log.info("cached ONNX file %s failed its check (%s); exporting again", path, problem)
             _store(path, _export(module, probes[0]))
             self.session = _checked_session(path, module, probes)
-        # the exporter drops inputs the graph never reads (token_type_ids of a model that ignores them)
-        self.input_names = [node.name for node in self.session.get_inputs()]
         self.threads = torch.get_num_threads()
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -109,6 +107,8 @@ class OnnxTextEncoder:
 
 
 def _run(session, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    # only the session's own inputs: the exporter drops those the graph never reads (token_type_ids
+    # of a model that ignores them)
     feed = {node.name: np.ascontiguousarray(inputs[node.name], dtype=np.int64) for node in session.get_inputs()}
     return session.run(None, feed)[0]
 
