@@ -179,7 +179,7 @@ def tile(index, rows: int, noise: float, seed: int = 0):
         out = np.empty((rows, source.shape[1]), np.float16)
         for start in range(0, rows, 65536):
             block = np.asarray(source[base[start:start + 65536]], dtype=np.float32)
-            block += rng.standard_normal(block.shape, dtype=np.float32) * (noise / np.sqrt(block.shape[1]))
+            block += rng.standard_normal(block.shape, dtype=np.float32) * (noise / np.sqrt(max(1, block.shape[1])))
             out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
         arrays.append(out)
     originals = list(index.records)

@@ -34,7 +34,7 @@ from .config import EngineConfig, RetrievalSettings
 from .fingerprint import caption_key
 from .fusion import fuse, rank_order
 from .index import GalleryIndex, load_image, load_index
-from .places import place_caption_score, place_keys, visual_groups
+from .places import place_caption_scores, place_keys, visual_groups
 from .queries import validate_query_text
 from .rectify import compass_views, views_for_captioner
 from .search import exact_scores, open_search
@@ -289,9 +289,9 @@ class CGRSEngine:
         A caption-stage failure returns the coarse ranking with ``error`` set.
         """
         candidates = self.search.search(query_vector, max(settings.top_k, depth))
-        head = candidates[:settings.top_k]
-        groups = self._candidate_places(head, settings)
-        views = np.concatenate(groups)
+        views, sizes = self._candidate_places(candidates[:settings.top_k], settings)
+        place_of = np.repeat(np.arange(len(sizes)), sizes)          # each view's candidate place
+        starts = np.cumsum(sizes) - sizes                            # where each place's views begin
         caption = captions = error = None
         captioned = 0
         if settings.caption_mode != "off":
@@ -306,27 +306,30 @@ class CGRSEngine:
         view_coarse = self.coarse_scores(query_vector, views)
         view_fused = (view_coarse if caption is None
                       else fuse(view_coarse, caption, settings.fusion_weight, settings.normalization))
-        bounds = np.cumsum([0] + [len(g) for g in groups])
-        ordered = [a + rank_order(view_fused[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]  # best view first
-        place_fused = place_coarse = np.array([view_coarse[p].max() for p in ordered])
-        place_caption = np.full(len(ordered), math.nan)
+        # positions of the views grouped by place, best view first (ties keep the coarse order)
+        by_place = np.lexsort((-view_fused, place_of))
+        place_fused = place_coarse = np.maximum.reduceat(view_coarse, starts)
+        place_caption = np.full(len(sizes), math.nan)
         if caption is not None:
-            place_caption = np.array([place_caption_score(caption[p], settings.place_views) for p in ordered])
+            place_caption = place_caption_scores(caption, place_of, starts, settings.place_views)
             place_fused = fuse(place_coarse, place_caption, settings.fusion_weight, settings.normalization)
         place_order = rank_order(place_fused)
-        firsts = [ordered[i][0] for i in place_order]
-        rests = [p for i in place_order for p in ordered[i][1:]]
-        positions = np.array(firsts + rests, dtype=np.int64)
+        place_rank = np.empty_like(place_order)
+        place_rank[place_order] = np.arange(len(place_order))
+        rests = np.delete(by_place, starts)                      # every view but each place's best
+        positions = np.concatenate([by_place[starts][place_order],
+                                    rests[np.argsort(place_rank[place_of[rests]], kind="stable")]])
         rows = views[positions]
         tail = candidates[~np.isin(candidates, rows)][:max(0, depth - len(rows))]
+        fused, coarse, pooled = place_fused.tolist(), place_coarse.tolist(), place_caption.tolist()
         return Ranking(
             rows=np.concatenate([rows, tail]),
             coarse=np.concatenate([view_coarse[positions], self.coarse_scores(query_vector, tail)]),
             caption=None if caption is None else np.concatenate([caption[positions], np.full(len(tail), np.nan)]),
             fused=np.concatenate([view_fused[positions], np.full(len(tail), np.nan)]),
-            captions=None if captions is None else [captions[p] for p in positions] + [None] * len(tail),
-            places=[RankedPlace(float(place_fused[i]), float(place_coarse[i]), float(place_caption[i]),
-                                views[ordered[i]]) for i in place_order], error=error, captioned=captioned)
+            captions=None if captions is None else [captions[p] for p in positions.tolist()] + [None] * len(tail),
+            places=[RankedPlace(fused[i], coarse[i], pooled[i], views[by_place[starts[i]:starts[i] + sizes[i]]])
+                    for i in place_order.tolist()], error=error, captioned=captioned)
 
     def coarse_scores(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """CLIP cosine of the query with the gallery images ``rows`` (the score coarse search ranks by)."""
@@ -336,14 +339,18 @@ class CGRSEngine:
         """The CLIP-only baseline: the ``k`` most similar images, best first."""
         return self.search.search(query_vector, k)
 
-    def _candidate_places(self, head: np.ndarray, settings: RetrievalSettings) -> list[np.ndarray]:
-        """The candidate rows grouped into places (first appearance order), each with all its views."""
+    def _candidate_places(self, head: np.ndarray, settings: RetrievalSettings) -> tuple[np.ndarray, np.ndarray]:
+        """(views, sizes): the rows of the places of the candidates ``head`` (first appearance order),
+        each place with all its views, one place after another, and how many views each has."""
         if settings.grouping == "visual":
             keys = visual_groups(np.asarray(self.index.image_embeddings[head], dtype=np.float32), settings.group_cosine)
-            return [head[keys == k] for k in dict.fromkeys(keys.tolist())]
+            order = np.argsort(keys, kind="stable")
+            return head[order], np.bincount(keys)         # keys number the groups by first appearance
         keys, order, starts = self._grouping(settings)
-        wanted = dict.fromkeys(keys[head].tolist())
-        return [order[starts[k]:starts[k + 1]] for k in wanted]
+        wanted = np.fromiter(dict.fromkeys(keys[head].tolist()), dtype=np.int64)
+        sizes = starts[wanted + 1] - starts[wanted]
+        offsets = np.repeat(starts[wanted] - (np.cumsum(sizes) - sizes), sizes)
+        return order[offsets + np.arange(int(sizes.sum()))], sizes
 
     def _grouping(self, settings: RetrievalSettings):
         """(key per row, rows sorted by key, start offsets per key), computed once per setting."""
@@ -360,7 +367,7 @@ class CGRSEngine:
         """Captions of ``rows`` (cached, or online: see the module docstring), how well each matches
         the query, and how many were captioned now."""
         if mode == "cached" and self.index.has_captions:
-            captions = [self.index.captions[r] for r in rows]
+            captions = self.index.caption_texts(rows)
             vectors = np.asarray(self.index.caption_embeddings[rows], dtype=np.float32)
             captioned = 0
         else:
@@ -397,12 +404,12 @@ class CGRSEngine:
         """The result a caller sees: matches for the first ``max_results`` rows and the first
         ``max_results`` places (their views decoded when read: a record is decoded per row asked for)."""
         shown_places = ranking.places[:settings.max_results]
-        position = {int(row): p for p, row in enumerate(ranking.rows)}
         decoded: dict[int, Match] = {}
 
         def match(row: int) -> Match:          # each row decoded once, whichever list reads it first
             if row not in decoded:
-                decoded[row] = self._match(row, position[row], ranking)
+                position = int(np.flatnonzero(ranking.rows == row)[0])    # a few dozen rows are read
+                decoded[row] = self._match(row, position, ranking)
             return decoded[row]
 
         places = []

@@ -21,8 +21,10 @@ Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothi
       platforms.npy              uint8 (N,) row -> drone | satellite | ground
       geo.npy                    float64 (N, 4) lat, lon, alt, heading of each row; NaN for null
       places.json                the place ids
-      captions.z, .blocks.npy    the captions, in zlib blocks read on demand (cgrs_ros.columns)
-      details.z, .blocks.npy     each record's path and extra keys, likewise
+      captions.utf8, .ends.npy,  the captions: their UTF-8 bytes, each row's end offset, and a crc32
+        .blocks.npy              per block of 64 rows, checked when first read (cgrs_ros.columns);
+                                 uncompressed so a query reads its ~1,000 candidate captions in ~1 ms
+      details.z, .blocks.npy     each record's path and extra keys, in zlib blocks read on demand
       search-*                   the coarse-search structure the index was built for, if it has one
       skipped.json               images that could not be read, with the reason
       sources.json.zlib          the file state (path, size, mtime, view) each row was made from
@@ -36,6 +38,11 @@ Why columns and float16 (format 3): at a million rows the parsed records of form
 RAM and 34 s to load; now a load maps the columns and reads a few block tables, and a query decodes
 the captions and records of the rows it returns.  float16 halves the vectors (the rendered world's
 recall is unchanged: ``bench/scale_benchmark.py`` measures it against float32).
+
+Why raw captions (format 4): a cached query reads ~1,000 candidate captions, and decoding their
+zlib blocks was a large share of its time; uncompressed they cost ~170 B/image more.  A format-3
+index (captions in zlib blocks of 16 rows, like the details) still loads, and a rerun of cgrs-index
+rewrites it as format 4 without encoding or captioning any image again.
 
 Why this shape: a build must never lose a working index, whatever kills it.  A build writes the
 next generation beside the live one and switches by atomically replacing ``index.json``; only
@@ -70,7 +77,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from .caption_log import LOG_NAME, log_lines, read_log
-from .columns import BlockTexts, IndexRecords, encode_text_blocks, record_columns
+from .columns import BlockTexts, IndexRecords, RawTexts, encode_raw_texts, encode_text_blocks, record_columns
 from .config import INDEX_CAPTIONS, EngineConfig, IndexSettings
 from .errors import CGRSInputError
 from .fingerprint import caption_key, fingerprint_differences, index_fingerprint
@@ -80,7 +87,10 @@ from .jsonl import decode_text, parse_json, read_bytes, read_json
 from .rectify import should_rectify, views_for_captioner
 from .search import build_search_files
 
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
+# Formats this version loads.  Format 3 differs only in its captions (zlib blocks, read by
+# BlockTexts): a million-image index built before format 4 must not need captioning again.
+READ_FORMATS = (3, INDEX_FORMAT)
 META = "index.json"
 BUILD = ".build"
 LOCK = ".lock"
@@ -90,7 +100,11 @@ VECTOR_DTYPE = np.float16
 # checked to be finite unit rows
 ARRAYS = (("image_embeddings", VECTOR_DTYPE, "image_dim"), ("caption_embeddings", VECTOR_DTYPE, "caption_dim"))
 COLUMNS = (("place_codes", np.int32, None), ("platforms", np.uint8, None), ("geo", np.float64, len(GEO_FIELDS)))
-TEXT_COLUMNS = {"captions": 16, "details": 32}     # rows per compressed block (decode cost vs ratio)
+# rows per block of each text column (index.json's text_block_rows): a zlib block of details trades
+# decode cost for ratio (the world's records, ~900 B each: 8 rows 130 B/row and 66 us a block, 32 rows
+# 87 B/row and 210 us; a goal's ten matches decode ten blocks); a raw block of captions only shares
+# one crc32, verified once per process
+TEXT_COLUMNS = {"captions": 64, "details": 8}
 SOURCES = "sources.json.zlib"
 # Files of a format-1 index (written straight into the folder); removed once a newer index replaces it.
 _FORMAT_1_FILES = ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json", ".partial")
@@ -168,6 +182,12 @@ class GalleryIndex:
         if _sha256(data) != self.meta["checksums"].get(name):
             raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
         return data
+
+    def caption_texts(self, rows) -> list[str]:
+        """The captions of ``rows`` (an int array): one vectorised read from an index on disk (a
+        cached query reads ~1,000 candidates' captions), row by row from one assembled in memory."""
+        take = getattr(self.captions, "take", None)
+        return take(rows) if take is not None else [self.captions[row] for row in rows]
 
     def image_id(self, row: int) -> str:
         """The image id of ``row``, read from its column when the index has one (no record decoded)."""
@@ -289,8 +309,9 @@ def read_meta(path: Path) -> dict:
     meta = read_json(meta_path, "index file")
     if not isinstance(meta, dict):
         raise CGRSInputError(f"{meta_path} is corrupt: expected a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != INDEX_FORMAT:
-        raise CGRSInputError(f"{meta_path}: index format {meta.get('format')!r}, this version reads {INDEX_FORMAT}; "
+    if meta.get("format") not in READ_FORMATS:
+        raise CGRSInputError(f"{meta_path}: index format {meta.get('format')!r}, this version reads "
+                             f"{' and '.join(map(str, READ_FORMATS))}; "
                              f"rerun cgrs-index to rebuild it (the old index stays in place until the new one is complete)")
     for name, kind in (("count", int), ("skipped", int), ("image_dim", int), ("caption_dim", int),
                        ("data", str), ("gallery_root", str), ("fingerprint", dict), ("checksums", dict)):
@@ -336,18 +357,21 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
         if count and (int(column.min()) < 0 or int(column.max()) >= limit):
             raise CGRSInputError(f"index file {data / name}.npy is corrupt: codes outside [0, {limit}); "
                                  f"rebuild it with cgrs-index")
-    texts = {name: _load_texts(data, name, count, meta, sums) for name in TEXT_COLUMNS}
+    details = _load_block_texts(data, "details", count, meta, sums)
+    captions = (_load_block_texts(data, "captions", count, meta, sums) if meta["format"] == 3   # built before format 4
+                else _load_raw_texts(data, "captions", count, meta, sums))
     skipped_path = data / "skipped.json"
     skipped = parse_json(_checked_text(skipped_path, sums), f"index file {skipped_path}")
     if not isinstance(skipped, list):
         raise CGRSInputError(f"index file {skipped_path} is corrupt: expected a JSON list")
-    columns = {name: arrays[name] for name in ("image_ids", "place_codes", "platforms", "geo")}
-    records = IndexRecords(columns, places, texts["details"], str(data / "details.z"))
-    return GalleryIndex(path, meta, records, texts["captions"], arrays["image_embeddings"],
+    # plain ndarray views of the maps (no copy): a memmap's subclass hooks cost per item a query reads
+    columns = {name: np.asarray(arrays[name]) for name in ("image_ids", "place_codes", "platforms", "geo")}
+    records = IndexRecords(columns, places, details, str(data / "details.z"))
+    return GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
                         arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
-                        place_codes=np.asarray(arrays["place_codes"]), place_names=places,
-                        coordinates=arrays["geo"][:, :2], platform_codes=arrays["platforms"],
-                        headings=arrays["geo"][:, 3])
+                        place_codes=columns["place_codes"], place_names=places,
+                        coordinates=columns["geo"][:, :2], platform_codes=columns["platforms"],
+                        headings=columns["geo"][:, 3])
 
 
 def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> np.ndarray:
@@ -366,9 +390,25 @@ def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> n
     return array
 
 
-def _load_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> BlockTexts:
-    """A text column: its block table checked by sha256, a sample of its blocks by crc32."""
-    table_file = data / f"{name}.blocks.npy"
+def _load_block_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> BlockTexts:
+    """A text column in zlib blocks: its block table checked by sha256, a sample of its blocks by crc32."""
+    table = _load_block_table(data / f"{name}.blocks.npy", sums)
+    texts = BlockTexts(data / f"{name}.z", table, count, meta["text_block_rows"][name])
+    texts.check_sample(_sample_rows(len(table)))
+    return texts
+
+
+def _load_raw_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> RawTexts:
+    """An uncompressed text column: its row offsets checked as an array, its block table by sha256,
+    a sample of its blocks by crc32."""
+    ends = _load_array(data / f"{name}.ends.npy", (count,), np.int64, sums, vectors=False)
+    table = _load_block_table(data / f"{name}.blocks.npy", sums)
+    texts = RawTexts(data / f"{name}.utf8", ends, table, meta["text_block_rows"][name])
+    texts.check_sample(_sample_rows(len(table)))
+    return texts
+
+
+def _load_block_table(table_file: Path, sums: dict) -> np.ndarray:
     raw = read_bytes(table_file, "index file")
     if _sha256(raw) != sums.get(table_file.name):
         raise CGRSInputError(f"index file {table_file} does not match the checksum in {META}; "
@@ -379,9 +419,7 @@ def _load_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> Bl
         raise CGRSInputError(f"index file {table_file} is corrupt: {exc}") from exc
     if table.dtype != np.int64 or table.ndim != 2 or table.shape[1] != 2:
         raise CGRSInputError(f"index file {table_file} is corrupt: expected an int64 (blocks, 2) table")
-    texts = BlockTexts(data / f"{name}.z", table, count, meta["text_block_rows"][name])
-    texts.check_sample(_sample_rows(len(table)))
-    return texts
+    return table
 
 
 def _checked_text(file: Path, sums: dict) -> str:
@@ -784,17 +822,18 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
 def generation_files(records: Sequence[GalleryRecord], captions: Sequence[str], image_vectors: np.ndarray,
                      caption_vectors: np.ndarray, skipped: list[dict]) -> dict:
     """File name -> content (an array for ``.npy`` files, else bytes) of one generation's rows:
-    vectors as float16, records as typed columns plus compressed detail blocks, captions in blocks.
-    :data:`SOURCES` (what each row was made from) is the builder's to add."""
+    vectors as float16, records as typed columns plus compressed detail blocks, captions as raw
+    UTF-8.  :data:`SOURCES` (what each row was made from) is the builder's to add."""
     columns, places, details = record_columns(records)
     files = {"image_embeddings.npy": np.asarray(image_vectors, dtype=VECTOR_DTYPE),
              "caption_embeddings.npy": np.asarray(caption_vectors, dtype=VECTOR_DTYPE),
              **{f"{name}.npy": column for name, column in columns.items()},
              "places.json": json.dumps(places, ensure_ascii=False).encode("utf-8"),
              "skipped.json": (json.dumps(skipped, indent=1, ensure_ascii=False) + "\n").encode("utf-8")}
-    for name, texts in (("captions", list(captions)), ("details", details)):
-        blob, table = encode_text_blocks(texts, TEXT_COLUMNS[name])
-        files[f"{name}.z"], files[f"{name}.blocks.npy"] = blob, _npy_bytes(table)
+    blob, ends, table = encode_raw_texts(list(captions), TEXT_COLUMNS["captions"])
+    files.update({"captions.utf8": blob, "captions.ends.npy": ends, "captions.blocks.npy": _npy_bytes(table)})
+    blob, table = encode_text_blocks(details, TEXT_COLUMNS["details"])
+    files.update({"details.z": blob, "details.blocks.npy": _npy_bytes(table)})
     return files
 
 
@@ -806,8 +845,9 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 def _write_files(folder: Path, files: dict) -> dict:
     """Write each file atomically; returns the checksums ``index.json`` keeps (sampled for arrays,
-    none for the text blobs, whose blocks carry their own crc32 in the checksummed block tables, nor
-    for the caption log, which grows and checks each line)."""
+    caption offsets included; none for the text blobs ``.z`` and ``.utf8``, whose blocks carry their
+    own crc32 in the checksummed block tables, nor for the caption log, which grows and checks each
+    line)."""
     checksums = {}
     for name, content in files.items():
         if isinstance(content, np.ndarray):
@@ -815,7 +855,7 @@ def _write_files(folder: Path, files: dict) -> dict:
             checksums[name] = _array_digest(content)
         else:
             write_atomic(folder / name, lambda handle, content=content: handle.write(content))
-            if not name.endswith(".z") and name != LOG_NAME:
+            if not name.endswith((".z", ".utf8")) and name != LOG_NAME:
                 checksums[name] = _sha256(content)
     return checksums
 

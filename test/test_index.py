@@ -207,7 +207,7 @@ def test_an_index_of_a_previous_format_is_refused_then_replaced_when_the_new_one
     else:
         old_meta["data"] = "data-0001"
     (out / "index.json").write_text(json.dumps(old_meta))
-    with pytest.raises(CGRSInputError, match=f"index format {old_format}, this version reads 3; rerun cgrs-index"):
+    with pytest.raises(CGRSInputError, match=f"index format {old_format}, this version reads 3 and 4; rerun cgrs-index"):
         load_index(out)
     meta = build_index(read_manifest(tiny_gallery), tiny_config, out, progress=False)
     assert (meta["count"], meta["encoded"]) == (18, 18)

@@ -9,7 +9,7 @@ from cgrs_ros.engine import CGRSEngine, QueryOptions
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.gallery import GalleryRecord
 from cgrs_ros.index import GalleryIndex
-from cgrs_ros.places import place_caption_score, place_keys, radius_groups, visual_groups
+from cgrs_ros.places import place_caption_scores, place_keys, radius_groups, visual_groups
 
 
 def _record(i, place, lat=None, lon=None):
@@ -45,10 +45,13 @@ def test_grouping_by_visual_near_duplicates():
     assert visual_groups(vectors, 0.999).tolist() == [0, 1, 2, 3]
 
 
-def test_place_caption_score_pools_the_best_views():
-    assert place_caption_score(np.array([0.1, 0.9, 0.5]), 2) == pytest.approx(0.7)
-    assert place_caption_score(np.array([0.1, 0.9, 0.5]), 10) == pytest.approx(0.5)
-    assert place_caption_score(np.array([0.3]), 3) == pytest.approx(0.3)
+def test_place_caption_scores_pool_each_places_best_views():
+    scores = np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.8, 0.8, 0.1])
+    place_of = np.array([0, 0, 0, 1, 2, 2, 2, 2])
+    starts = np.array([0, 3, 4])
+    assert place_caption_scores(scores, place_of, starts, 2) == pytest.approx([0.7, 0.3, 0.8])
+    assert place_caption_scores(scores, place_of, starts, 10) == pytest.approx([0.5, 0.3, 0.475])
+    assert place_caption_scores(scores, place_of, starts, 0) == pytest.approx([0.9, 0.3, 0.8])
 
 
 @pytest.mark.parametrize("grouping", ["place_id", "radius", "visual", "none"])

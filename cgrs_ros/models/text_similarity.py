@@ -265,7 +265,9 @@ class ClauseMatchSimilarity:
             return np.zeros(0, dtype=np.float32)
         asked = relations(query)
         read = [True] * len(captions) if compass is None else np.asarray(compass, dtype=bool).tolist()
-        unique = list(dict.fromkeys(zip(captions, read)))          # a caption read with or without its sides
+        slot: dict[tuple[str, bool], int] = {}                    # a caption read with or without its sides
+        inverse = np.fromiter((slot.setdefault(key, len(slot)) for key in zip(captions, read)), np.int64, len(read))
+        unique = list(slot)
         stated = [relations(c) for c, _ in unique]
         said = [r for rs in stated for r in rs]
         vectors = self._clause_vectors([r.what for r in asked] + [r.what for r in said])
@@ -277,8 +279,7 @@ class ClauseMatchSimilarity:
         similarity -= self.side_weight * ((a != 0) & (s != 0) & ((a & s) == 0))
         starts = np.cumsum([0] + [len(rs) for rs in stated[:-1]])
         best = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
-        by_caption = dict(zip(unique, best.tolist()))
-        return np.array([by_caption[key] for key in zip(captions, read)], dtype=np.float32)
+        return best.astype(np.float32)[inverse]
 
     def fingerprint(self) -> dict:
         return dict(self._spec)
