@@ -10,7 +10,8 @@ What it measures (one thread unless stated; medians and p90 over the world's que
 1. The rendered world (the 300-place test world, 3,000 images, indexed with the packaged models):
    recall of float16 vectors (the index format) against float32 vectors re-encoded by the same
    models, coarse and CGRS; cached ``engine.query`` latency p50/p90 and index-build throughput
-   (img/s, a 256-image sample) with ``threads`` 1 and 2; ANN recall@20 against exact search on
+   (img/s, a 256-image sample) and the CLIP text encoding of a goal (the part of every query that
+   does not grow with the index) with ``threads`` 1 and 2; ANN recall@20 against exact search on
    the world's own embeddings.
 2. Tiled indexes: the world's real vectors tiled to N rows with noise (norm ``--noise``; each copy
    renormalised; records and captions copied, place ids per copy), written in the package's own
@@ -21,7 +22,8 @@ What it measures (one thread unless stated; medians and p90 over the world's que
    turns query by query, so a shared machine's load weighs on each alike), ANN recall@20 against
    exact, and the cached goal -> matches latency (``engine.query`` with both text encoders,
    search, rerank and assembly) p50/p90 with exact and IVF-PQ search, timed once ``--warm-up``
-   other world queries have run (a running node's clause cache), with a fresh matcher each.
+   other world queries have run (a running node's clause cache), with a fresh matcher each, and
+   the median of each stage of it (``QueryResult.timings``).
 
 ``--gpu`` (needs CUDA; not run on the 2-core CPU machine): the same per-size rows with the engine
 and exact search on the GPU (cached p50 at 1M), plus build throughput on the GPU.
@@ -121,7 +123,10 @@ def query_latency(config, index, models, texts, warm_texts) -> dict:
     try:
         for text in warm_texts:
             engine.query(text, QueryOptions(caption_mode="cached"))
-        result, _ = timed(lambda text: engine.query(text, QueryOptions(caption_mode="cached")), texts, warmup=0)
+        result, answers = timed(lambda text: engine.query(text, QueryOptions(caption_mode="cached")), texts, warmup=0)
+        # where the time goes (medians of the engine's own stage timings, same goals)
+        result["stages p50_ms"] = {stage: round(1000 * float(np.median([a.timings[stage] for a in answers])), 3)
+                                   for stage in answers[0].timings if stage != "total"}
         # what the rerank reads per goal: every view of the candidate places (not timed)
         settings = QueryOptions(caption_mode="cached").apply(config.retrieval)
         views = [sum(len(place.rows) for place in engine.rank(vector, text, settings, settings.max_results).places)
@@ -159,6 +164,9 @@ def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -
     for threads in (1, 2):
         apply_threads(threads)
         rows[f"threads {threads}"] = {"cached query": query_latency(config, index, models, texts, warm_texts),
+                                      # the fixed part of every goal, whatever the index size
+                                      "CLIP text encode of the goal": timed(
+                                          lambda text: models.retriever.encode_texts([text]), texts)[0],
                                       "build img/s (256 images)": build_rate(config, world, threads, models)}
     apply_threads(1)
     vectors = models.retriever.encode_texts(texts)

@@ -144,6 +144,7 @@ class Ranking:
     places: list[RankedPlace]
     error: str | None = None
     captioned: int = 0        # images captioned for this ranking (0 when every caption was known)
+    seconds: dict = field(default_factory=dict)     # time of its stages: search, captions, rerank
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,10 @@ class QueryResult:
     (NaN when no calibration is available): an absolute measure, unlike the fused score, which
     only says how the best candidate compares with the others.  ``captioned`` counts the images
     the query had to caption (the expensive stage; 0 when the index, memory or the log had them).
+    ``timings`` are seconds: ``encode`` (the CLIP text encoding of the goal), ``search`` (coarse
+    search and grouping into places), ``captions`` (the candidates' captions read or made, and
+    matched with the goal, its clauses encoded where the matcher has not seen them), ``rerank``
+    (fusion and ordering), ``assemble`` (the result) and ``total``.
     """
 
     query: str
@@ -272,8 +277,11 @@ class CGRSEngine:
         query_vector = self.models.retriever.encode_texts([text])[0]
         timings["encode"] = time.perf_counter() - started
         ranking = self.rank(query_vector, text, settings, settings.max_results, stage)
+        timings.update(ranking.seconds)
         stage("rerank", 0.9)
+        assembling = time.perf_counter()
         result = self.assemble(text, ranking, settings)
+        timings["assemble"] = time.perf_counter() - assembling
         if self.calibration is not None and not result.degraded:
             result.confidence = self.calibration.probability(ranking_features(ranking))
         timings["total"] = time.perf_counter() - started
@@ -288,8 +296,10 @@ class CGRSEngine:
         ``stage(name, fraction)`` is called between stages (it may raise :class:`QueryCancelled`).
         A caption-stage failure returns the coarse ranking with ``error`` set.
         """
+        started = time.perf_counter()
         candidates = self.search.search(query_vector, max(settings.top_k, depth))
         views, sizes = self._candidate_places(candidates[:settings.top_k], settings)
+        searched = time.perf_counter()
         place_of = np.repeat(np.arange(len(sizes)), sizes)          # each view's candidate place
         starts = np.cumsum(sizes) - sizes                            # where each place's views begin
         caption = captions = error = None
@@ -303,6 +313,7 @@ class CGRSEngine:
                 raise
             except Exception as exc:  # any caption-stage failure degrades to the coarse ranking
                 error = f"{type(exc).__name__}: {exc}"
+        matched = time.perf_counter()
         view_coarse = self.coarse_scores(query_vector, views)
         view_fused = (view_coarse if caption is None
                       else fuse(view_coarse, caption, settings.fusion_weight, settings.normalization))
@@ -329,7 +340,9 @@ class CGRSEngine:
             fused=np.concatenate([view_fused[positions], np.full(len(tail), np.nan)]),
             captions=None if captions is None else [captions[p] for p in positions.tolist()] + [None] * len(tail),
             places=[RankedPlace(fused[i], coarse[i], pooled[i], views[by_place[starts[i]:starts[i] + sizes[i]]])
-                    for i in place_order.tolist()], error=error, captioned=captioned)
+                    for i in place_order.tolist()], error=error, captioned=captioned,
+            seconds={"search": searched - started, "captions": matched - searched,
+                     "rerank": time.perf_counter() - matched})
 
     def coarse_scores(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """CLIP cosine of the query with the gallery images ``rows`` (the score coarse search ranks by)."""

@@ -24,7 +24,8 @@ Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothi
       captions.utf8, .ends.npy,  the captions: their UTF-8 bytes, each row's end offset, and a crc32
         .blocks.npy              per block of 64 rows, checked when first read (cgrs_ros.columns);
                                  uncompressed so a query reads its ~1,000 candidate captions in ~1 ms
-      details.z, .blocks.npy     each record's path and extra keys, in zlib blocks read on demand
+      details.z, .blocks.npy     each record's path and extra keys, in zlib blocks of 8 rows read on
+                                 demand (32 in format 3; a goal's ten matches decode ten blocks)
       search-*                   the coarse-search structure the index was built for, if it has one
       skipped.json               images that could not be read, with the reason
       sources.json.zlib          the file state (path, size, mtime, view) each row was made from
