@@ -156,6 +156,19 @@ def test_rerank_fixes_the_coarse_order_on_a_hand_made_index(tiny_engine_config_p
     assert result.matches[0].caption_score == pytest.approx(0.9, abs=1e-6)
 
 
+def test_the_image_ranking_lists_each_places_best_view_then_the_rest_in_place_order(tiny_engine_config_path):
+    # Place A (images 0, 3: captions 0.1, 0.0) appears first in the coarse order, but place B
+    # (images 1, 2: captions 0.2, 0.9) ranks first: the images are B's and A's best views, then B's
+    # other view, then A's, each place's views best first.
+    engine = _hand_made_engine(tiny_engine_config_path, ["A", "B", "B", "A"])
+    query = np.array([1.0, 0.0], np.float32)
+    settings = replace(engine.config.retrieval, top_k=4, fusion_weight=1.0, normalization="none", place_views=1)
+    ranking = engine.rank(query, "q", settings, 4)
+    assert [(round(p.score, 6), p.rows.tolist()) for p in ranking.places] == [(0.9, [2, 1]), (0.1, [0, 3])]
+    assert ranking.rows.tolist() == [2, 0, 1, 3]
+    assert ranking.captions == ["c", "a", "b", "d"]
+
+
 def test_a_place_is_judged_on_all_of_its_views(tiny_engine_config_path):
     # Images 0 and 3 are two views of place A: CLIP finds A only through image 0 (top_k 2 keeps
     # images 0 and 1), yet A's weak view 3 joins the evidence.  With place_views 2 the caption
