@@ -89,6 +89,14 @@ def with_retrieval(config, **changes):
     return replace(config, retrieval=replace(config.retrieval, **changes).validated())
 
 
+def on_runtime(config, runtime: str):
+    """``runtime`` as the ``text_runtime`` of both text encoders, or ``<retriever's>/<text similarity's>``
+    (e.g. ``onnx_int8/onnx``)."""
+    retriever, _, matcher = runtime.partition("/")
+    return replace(config, retriever=dict(config.retriever, text_runtime=retriever),
+                   text_similarity=dict(config.text_similarity, text_runtime=matcher or retriever))
+
+
 def with_index(config, **changes):
     return replace(config, index=replace(config.index, **changes).validated())
 
@@ -163,10 +171,8 @@ def latency(config, index, queries, count: int) -> dict:
 
 def latencies(config, index, queries, count: int) -> dict:
     """The default engine's latency, and the same with both text encoders on torch (one run)."""
-    on_torch = replace(config, retriever=dict(config.retriever, text_runtime="torch"),
-                       text_similarity=dict(config.text_similarity, text_runtime="torch"))
     result = latency(config, index, queries, count)
-    result["text encoders on torch"] = latency(on_torch, index, queries, count)
+    result["text encoders on torch"] = latency(on_runtime(config, "torch"), index, queries, count)
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     return result
 

@@ -23,7 +23,8 @@ What it measures (one thread unless stated; medians and p90 over the world's que
    exact, and the cached goal -> matches latency (``engine.query`` with both text encoders,
    search, rerank and assembly) p50/p90 with exact and IVF-PQ search, timed once ``--warm-up``
    other world queries have run (a running node's clause cache), with a fresh matcher each, and
-   the median of each stage of it (``QueryResult.timings``).
+   the median of each stage of it (``QueryResult.timings``); the same again with both text encoders
+   on ``text_runtime: onnx_int8`` (CPU runs; its recall cost: ``bench/text_runtime_benchmark.py``).
 
 ``--gpu`` (needs CUDA; not run on the 2-core CPU machine): the same per-size rows with the engine
 and exact search on the GPU (cached p50 at 1M), plus build throughput on the GPU.
@@ -50,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from recall_benchmark import prepare_index, prepare_world, with_index  # noqa: E402
+from recall_benchmark import on_runtime, prepare_index, prepare_world, with_index  # noqa: E402
 from cgrs_ros.config import load_engine_config  # noqa: E402
 from cgrs_ros.engine import CGRSEngine, QueryOptions  # noqa: E402
 from cgrs_ros.evaluation import evaluate  # noqa: E402
@@ -207,7 +208,7 @@ def index_start(folder: Path, spec: dict) -> dict:
 
 
 def size_row(config, world_index, world: Path, models, texts, warm_texts, vectors, rows: int, noise: float,
-             device: str, scratch: Path) -> dict:
+             device: str, scratch: Path, int8_models: ModelSet | None) -> dict:
     folder = scratch / f"tiled_{rows}"
     started = time.perf_counter()
     records, captions, images, caption_vectors = tile(world_index, rows, noise)
@@ -240,6 +241,10 @@ def size_row(config, world_index, world: Path, models, texts, warm_texts, vector
     result["cached goal->matches"] = {
         "exact": query_latency(replace(config, device=device), index, models, texts, warm_texts),
         "faiss_ivfpq": query_latency(replace(ann_config, device=device), index, models, texts, warm_texts)}
+    if int8_models is not None:
+        for name, which in (("exact", config), ("faiss_ivfpq", ann_config)):
+            result["cached goal->matches"][f"{name}, text_runtime onnx_int8"] = query_latency(
+                on_runtime(replace(which, device=device), "onnx_int8"), index, int8_models, texts, warm_texts)
     shutil.rmtree(folder)
     return result
 
@@ -273,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     warm_texts = [q.text for q in read_queries(world / "queries.jsonl")[args.queries:args.queries + args.warm_up]]
     models = load_models(config)      # the captioner too: the build-rate rows build
     vectors = models.retriever.encode_texts(texts)
+    # int8 text encoders (an option that moves rankings a little: bench/text_runtime_benchmark.py), CPU only
+    int8_models = None if args.gpu else ModelSet(retriever=REGISTRIES["retriever"].build(
+        on_runtime(config, "onnx_int8").model_spec("retriever")))
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="cgrs_scale_"))
     scratch.mkdir(parents=True, exist_ok=True)
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
@@ -286,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result["world"], indent=1), flush=True)
     for rows in (int(s) for s in args.sizes.split(",")):
         result["sizes"].append(size_row(config, world_index, world, models, texts, warm_texts, vectors, rows,
-                                        args.noise, device, scratch))
+                                        args.noise, device, scratch, int8_models))
         print(json.dumps(result["sizes"][-1], indent=1), flush=True)
     result["total_s"] = round(time.perf_counter() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

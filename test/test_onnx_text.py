@@ -1,5 +1,6 @@
 """Text encoders on ONNX Runtime (``text_runtime``): the real embedded CLIP text tower and the real
-all-MiniLM-L6-v2, exported, cached and checked; they must give torch's vectors and rankings."""
+all-MiniLM-L6-v2, exported, cached and checked; they must give torch's vectors and rankings (``onnx``),
+or vectors that point where torch's do (``onnx_int8``)."""
 import logging
 
 import numpy as np
@@ -66,6 +67,48 @@ def test_a_second_load_reuses_the_export_and_a_corrupt_one_is_replaced(cache):
     np.testing.assert_allclose(again.encode_texts(TEXTS), first.encode_texts(TEXTS), atol=1e-5)
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_int8_text_encoders_have_int8_products_and_point_where_torchs_vectors_do(cache):
+    import onnx
+
+    retriever, plain = build("retriever", "onnx_int8"), build("retriever", "torch")
+    matcher, plain_matcher = build("text_similarity", "onnx_int8"), build("text_similarity", "torch")
+    assert retriever.text_runtime == matcher.text_runtime == "onnx_int8"
+    exports = sorted(cache.glob("*.onnx"))
+    assert len(exports) == 2 and all(path.name.endswith(".int8.onnx") for path in exports)
+    for path in exports:            # the weights' products run in int8; attention's stay fp32
+        operators = [node.op_type for node in onnx.load(str(path)).graph.node]
+        assert operators.count("MatMulInteger") >= 36, path.name     # 6 layers x 6 weight products
+    for got, expected in ((retriever.encode_texts(TEXTS), plain.encode_texts(TEXTS)),
+                          (matcher.encoder.encode(TEXTS), plain_matcher.encoder.encode(TEXTS))):
+        assert cosines(got, expected).min() > 0.95      # CLIP: min 0.953, mean 0.991 on the validation goals
+        assert np.abs(got - expected).max() > 1e-4          # really quantised, not torch's numbers
+    captions = ["a red-roofed hall with a round pool to the south", "a lake to the north of the building",
+                "a green roof, trees to the east", "a red-roofed hall with a round pool to the west"]
+    got, expected = (m.score(TEXTS[0], captions) for m in (matcher, plain_matcher))
+    assert np.argmax(got) == np.argmax(expected) == 0
+    build("retriever", "onnx")      # the fp32 export is a file of its own beside the int8 one
+    assert len(list(cache.glob("*.onnx"))) == 3
+
+
+class _PointsAnywhere(torch.nn.Module):
+    """A forward whose direction the export cannot reproduce (fresh noise every call)."""
+
+    def forward(self, tokens):
+        return torch.randn(tokens.shape) + 0 * tokens
+
+
+def test_an_int8_export_that_points_away_from_torch_is_not_used(cache, caplog):
+    module = PositionalInputs(_PointsAnywhere(), ["tokens"], lambda m, x: m(x["tokens"]))
+    probes = [{"tokens": torch.ones(1, 16, dtype=torch.int64)}, {"tokens": torch.ones(2, 24, dtype=torch.int64)}]
+    with caplog.at_level(logging.WARNING):
+        assert onnx_or_none(module, probes, "noisy encoder", "onnx_int8") is None
+    assert "noisy encoder: text encoder stays on torch" in caplog.text and "points away from torch's" in caplog.text
+
+
 def test_an_unwritable_cache_keeps_the_export_in_memory(cache):
     cache.parent.mkdir(exist_ok=True)
     cache.write_text("a file where the cache folder should be")
@@ -92,7 +135,7 @@ def test_an_export_that_differs_from_torch_is_not_used(cache, caplog):
 
 
 def test_bad_text_runtime_is_named(cache):
-    with pytest.raises(CGRSInputError, match="text_runtime must be one of auto, torch, onnx, got 'banana'"):
+    with pytest.raises(CGRSInputError, match="text_runtime must be one of auto, torch, onnx, onnx_int8, got 'banana'"):
         build("retriever", "banana")
 
 
@@ -102,6 +145,8 @@ def test_onnx_asked_for_without_onnxruntime_is_a_clear_error(cache, monkeypatch)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)       # what an install without it looks like
     with pytest.raises(CGRSInputError, match="text_runtime onnx needs onnxruntime"):
         build("text_similarity", "onnx")
+    with pytest.raises(CGRSInputError, match="text_runtime onnx_int8 needs onnxruntime"):
+        build("retriever", "onnx_int8")
     assert build("text_similarity", "auto").encoder._onnx is None      # auto falls back to torch
 
 

@@ -5,8 +5,14 @@ the similarity model for the query's clauses).  At batch 1 on a CPU, torch's eag
 about as long around the matrix products (dispatch, unfused attention, layer norms and GELUs) as in
 them; ONNX Runtime runs the fused graph of the same weights, and its vectors equal torch's to ~1e-6,
 so rankings do not change (cached query p50 32.9 ms against 52.0 ms with both encoders on torch, one
-run of ``bench/recall_benchmark.py --latency-only``).  Dynamic int8 quantisation would be faster
-still, but it moves the vectors, so rankings would not stay equal; it is not done.
+run of ``bench/recall_benchmark.py --latency-only``).
+
+At batch 1 a forward of a small encoder reads all its weights for a few tokens (the embedded
+MiniLM's matrices are 42 MB in fp32, more than a CPU's cache holds).  Int8 weights are a quarter of
+that read, so ``onnx_int8`` encodes faster (the goal's CLIP encoding 12.9 -> 8.2 ms p50, one run of
+``bench/text_runtime_benchmark.py``); but the vectors move (cosine ~0.99 with fp32), so rankings are
+not identical: it is an option, its recall cost measured by that benchmark on the validation world,
+not the default.
 
 ``text_runtime`` of a retriever or text-similarity spec says where its text encoder runs:
 
@@ -16,6 +22,9 @@ still, but it moves the vectors, so rankings would not stay equal; it is not don
   values, the input names and the torch version), so later starts only load it; it is checked
   against torch on probe inputs of two shapes each time it is opened.  The folder keeps the
   ``KEEP_EXPORTS`` most recently used exports.
+- ``onnx_int8``: the same export with its matrix products' weights quantised to int8 (per output
+  channel; activations quantised per call: ONNX Runtime's dynamic quantisation), cached beside it and
+  checked against torch by cosine (at least ``INT8_MIN_COSINE`` per probe text) instead of by value.
 - ``auto`` (the default): ``onnx`` on a CPU when onnxruntime is installed, else ``torch`` (on CUDA
   the model's GPU kernels win, and ONNX Runtime's CPU build would move the work off the GPU).
 
@@ -44,10 +53,13 @@ from ..errors import CGRSInputError
 
 _log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "onnx_int8")
 OPSET = 17
 # largest |ONNX Runtime - torch| accepted on the probe outputs (fp32 reassociation gives ~1e-6)
 TOLERANCE = 1e-4
+# smallest cosine of an int8 encoder's output with torch's accepted on a probe text (the embedded
+# MiniLM and CLIP text tower give 0.99-0.999; a broken quantisation, e.g. saturated products, far less)
+INT8_MIN_COSINE = 0.97
 
 
 def onnxruntime_or_none():
@@ -59,41 +71,44 @@ def onnxruntime_or_none():
 
 
 def choose_runtime(runtime: str, device: torch.device) -> str:
-    """``torch`` or ``onnx`` for a ``text_runtime`` setting on ``device``."""
+    """``torch``, ``onnx`` or ``onnx_int8`` for a ``text_runtime`` setting on ``device``."""
     if runtime not in RUNTIMES:
         raise CGRSInputError(f"text_runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "torch" or (runtime == "auto" and device.type != "cpu"):
         return "torch"
     if onnxruntime_or_none() is None:
-        if runtime == "onnx":
-            raise CGRSInputError("text_runtime onnx needs onnxruntime: pip install onnxruntime")
+        if runtime != "auto":
+            raise CGRSInputError(f"text_runtime {runtime} needs onnxruntime: pip install onnxruntime")
         return "torch"
-    return "onnx"
+    return "onnx" if runtime == "auto" else runtime
 
 
 class OnnxTextEncoder:
     """``module(*tensors)`` -> one float tensor, run by ONNX Runtime with inputs named as in ``probes``.
 
     ``probes``: two or more input sets (name -> int64 tensor, batch first, tokens second) of
-    different shapes; the first is traced, all are checked against the torch module.
+    different shapes; the first is traced, all are checked against the torch module.  ``int8``:
+    quantise the matrix products' weights (``onnx_int8``).
     """
 
-    def __init__(self, module: torch.nn.Module, probes: Sequence[Mapping[str, torch.Tensor]]):
-        self.path = path = cache_folder() / f"{_cache_key(module, list(probes[0]))}.onnx"
+    def __init__(self, module: torch.nn.Module, probes: Sequence[Mapping[str, torch.Tensor]], int8: bool = False):
+        suffix = ".int8.onnx" if int8 else ".onnx"
+        self.path = path = cache_folder() / f"{_cache_key(module, list(probes[0]))}{suffix}"
+        self.int8 = int8
         exported = False
         if path.is_file():
             _touch(path)
         else:
-            _store(path, _export(module, probes[0]))
+            _store(path, self._exported(module, probes[0]))
             exported = True
         try:
-            self.session = _checked_session(path, module, probes)
+            self.session = _checked_session(path, module, probes, int8)
         except Exception as problem:      # onnxruntime's own errors (InvalidProtobuf, Fail) or our check
             if exported:
                 raise
             _log.info("cached ONNX file %s failed its check (%s); exporting again", path, problem)
-            _store(path, _export(module, probes[0]))
-            self.session = _checked_session(path, module, probes)
+            _store(path, self._exported(module, probes[0]))
+            self.session = _checked_session(path, module, probes, int8)
         self.threads = torch.get_num_threads()
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -105,6 +120,10 @@ class OnnxTextEncoder:
                 _log.info("ONNX session kept at its thread count (%s)", exc)
         return _run(self.session, inputs)
 
+    def _exported(self, module: torch.nn.Module, probe: Mapping[str, torch.Tensor]) -> bytes:
+        model = _export(module, probe)
+        return _quantised(model) if self.int8 else model
+
 
 def _run(session, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     # only the session's own inputs: the exporter drops those the graph never reads (token_type_ids
@@ -114,10 +133,11 @@ def _run(session, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def onnx_or_none(module: torch.nn.Module, probes: Sequence[Mapping[str, torch.Tensor]],
-                 what: str) -> OnnxTextEncoder | None:
-    """The encoder on ONNX Runtime, or None (with a warning naming ``what`` and why) to keep torch."""
+                 what: str, runtime: str = "onnx") -> OnnxTextEncoder | None:
+    """The encoder on ONNX Runtime (``runtime`` onnx or onnx_int8), or None (with a warning naming
+    ``what`` and why) to keep torch."""
     try:
-        return OnnxTextEncoder(module, probes)
+        return OnnxTextEncoder(module, probes, int8=runtime == "onnx_int8")
     except Exception as exc:       # any exporter or runtime failure: torch still answers, only slower
         _log.warning("%s: text encoder stays on torch, ONNX Runtime not used (%s: %s)",
                      what, type(exc).__name__, " ".join(str(exc).split())[:300])
@@ -175,6 +195,19 @@ def _export(module: torch.nn.Module, probe: Mapping[str, torch.Tensor]) -> bytes
     return buffer.getvalue()
 
 
+def _quantised(model: bytes) -> bytes:
+    """``model`` with int8 weights in its MatMuls (per output channel, signed: ONNX Runtime's
+    dynamic quantisation; the embeddings, layer norms and everything else stay fp32)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "int8.onnx"
+        quantize_dynamic(onnx.load_from_string(model), target, op_types_to_quantize=["MatMul"],
+                         per_channel=True, weight_type=QuantType.QInt8)
+        return target.read_bytes()
+
+
 def _store(path: Path, model: bytes) -> None:
     """Write atomically; an unwritable cache folder only costs the next start an export."""
     try:
@@ -218,15 +251,32 @@ def _session(path: Path):
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def _checked_session(path: Path, module: torch.nn.Module, probes: Sequence[Mapping[str, torch.Tensor]]):
+def _checked_session(path: Path, module: torch.nn.Module, probes: Sequence[Mapping[str, torch.Tensor]],
+                     int8: bool = False):
+    """The session, once its outputs on ``probes`` match torch's: to ``TOLERANCE`` in value, or for
+    ``int8`` weights (which move every number a little) to ``INT8_MIN_COSINE`` in direction."""
     session = _session(path)
     for probe in probes:
         with torch.inference_mode():
             expected = module(*probe.values()).float().cpu().numpy()
         got = _run(session, {name: value.cpu().numpy() for name, value in probe.items()})
-        difference = np.abs(got - expected).max() if got.shape == expected.shape else np.inf
+        shape = tuple(next(iter(probe.values())).shape)
+        if got.shape != expected.shape:
+            raise ValueError(f"ONNX Runtime output has shape {got.shape}, torch's {expected.shape} "
+                             f"on a {shape} probe")
+        if int8:
+            cosine = float(_row_cosines(got, expected).min())
+            if not cosine >= INT8_MIN_COSINE:
+                raise ValueError(f"int8 ONNX Runtime output points away from torch's on a {shape} probe "
+                                 f"(cosine {cosine:.4f} < {INT8_MIN_COSINE})")
+            continue
+        difference = np.abs(got - expected).max()
         if not difference <= TOLERANCE:
-            shape = tuple(next(iter(probe.values())).shape)
             raise ValueError(f"ONNX Runtime output differs from torch on a {shape} probe "
-                             f"(max |difference| {difference:.3g}, shapes {got.shape} / {expected.shape})")
+                             f"(max |difference| {difference:.3g})")
     return session
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)

@@ -64,7 +64,8 @@ class OpenClipRetriever:
       force_quick_gelu  build the model with QuickGELU (what ``<model>-quickgelu`` names do): weights
                    trained with it (OpenAI, GeoRSCLIP) give worse vectors under GELU without any
                    error, so a weight file whose name or metadata suggests it gets a warning.
-      text_runtime auto | torch | onnx: where query texts are encoded (:mod:`cgrs_ros.models.onnx_text`;
+      text_runtime auto | torch | onnx | onnx_int8: where query texts are encoded
+                   (:mod:`cgrs_ros.models.onnx_text`;
                    images always run on torch).
     """
 
@@ -111,11 +112,11 @@ class OpenClipRetriever:
             probe = self.model.encode_text(self.tokenizer(["probe"]).to(self.device))
         self.embedding_dim = int(probe.shape[-1])
         self._text_onnx = None
-        if runtime == "onnx":
+        if runtime != "torch":
             probes = [{"tokens": self._tokens(texts)} for texts in (["probe"], _LONGER_PROBES)]
             self._text_onnx = onnx_or_none(PositionalInputs(self.model, ["tokens"], _encode_tokens), probes,
-                                           f"retriever {model!r}")
-        self.text_runtime = "torch" if self._text_onnx is None else "onnx"     # what encodes texts
+                                           f"retriever {model!r}", runtime)
+        self.text_runtime = "torch" if self._text_onnx is None else runtime     # what encodes texts
         if self._text_onnx is not None and isinstance(getattr(self.model, "text", None), torch.nn.Module):
             release_weights(self.model.text)      # a separate text tower (CustomTextCLIP): only ONNX reads it
 

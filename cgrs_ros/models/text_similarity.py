@@ -82,11 +82,11 @@ class SentenceTransformerSimilarity:
         self.cache_queries = int(cache_queries)
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._onnx = None
-        if runtime == "onnx":
+        if runtime != "torch":
             probes = [self._token_tensors(texts) for texts in (["probe"], ["a lake east of the hall", "a pond"])]
             self._onnx = onnx_or_none(PositionalInputs(self.model, list(probes[0]), _sentence_embedding), probes,
-                                      f"text_similarity {model!r}")
-        self.text_runtime = "torch" if self._onnx is None else "onnx"     # what encodes texts
+                                      f"text_similarity {model!r}", runtime)
+        self.text_runtime = "torch" if self._onnx is None else runtime     # what encodes texts
         if self._onnx is not None:
             release_weights(self.model)       # its tokenizer stays; the session holds the weights
 
