@@ -25,7 +25,9 @@ from .gallery import Gallery
 from .index import _encode_chunk, _Results, build_index, chunk_plan, load_build_models, progress_bar
 
 INSTALL_HINT = 'pip install "cgrs_ros[distributed]" (or pip install ray)'
-TASK_RETRIES = 2     # a chunk whose worker died is redone this many times before the build fails
+# a worker that died is restarted, and its chunk redone, at least this many times before the build
+# fails (Ray's max_restarts and max_task_retries; test/test_distributed_build.py saw 4 deaths in all)
+TASK_RETRIES = 2
 
 
 def build_index_with_ray(gallery: Gallery, config: EngineConfig, out_dir: str | Path, address: str = "local",
@@ -90,12 +92,20 @@ class RayEncoder:
         tasks = [(str(stem), Gallery([record for record, _, _ in part], gallery.root, gallery.source), part)
                  for stem, part in plan]
         with progress_bar(gallery, work, progress) as bar:
-            for stem, worker, images in pool.map_unordered(lambda a, task: a.encode.remote(*task), tasks):
-                if not results.add_chunk(Path(stem).with_suffix(".json"), fingerprint):
-                    raise CGRSInputError(f"chunk {stem}.json written by worker {worker} cannot be read here: "
-                                         f"do all Ray nodes see the index folder at the same path?")
-                self.chunks_by_worker[worker] = self.chunks_by_worker.get(worker, 0) + 1
-                bar.update(images)
+            try:
+                for stem, worker, images in pool.map_unordered(lambda a, task: a.encode.remote(*task), tasks):
+                    if not results.add_chunk(Path(stem).with_suffix(".json"), fingerprint):
+                        raise CGRSInputError(f"chunk {stem}.json written by worker {worker} cannot be read here: "
+                                             f"do all Ray nodes see the index folder at the same path?")
+                    self.chunks_by_worker[worker] = self.chunks_by_worker.get(worker, 0) + 1
+                    bar.update(images)
+            except ray.exceptions.RayActorError as exc:
+                finished = len(list(chunks.glob("*.json")))
+                raise CGRSInputError(
+                    f"a Ray worker died on the same chunk {TASK_RETRIES + 1} times or more (killed, out of memory, "
+                    f"or a crash while decoding or encoding; its log is in the Ray session's logs), so the build "
+                    f"stopped; the {finished} chunks finished are kept in {chunks} and a rerun resumes from them. "
+                    f"Ray said: {str(exc).splitlines()[0][:300]}") from exc
 
 
 class _ChunkWorker:

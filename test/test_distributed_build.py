@@ -62,3 +62,57 @@ def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, 
     assert not (tmp_path / "ray" / ".build").exists()
     # a normal index: a later local build finds nothing to do
     assert build_index(gallery, config, tmp_path / "ray", progress=False)["up_to_date"]
+
+
+def _same_as_a_local_build(config, gallery, built, local):
+    build_index(gallery, config, local, progress=False)
+    mine, theirs = load_index(built, config), load_index(local, config)
+    assert [r.to_json() for r in mine.records] == [r.to_json() for r in theirs.records]
+    assert list(mine.captions) == list(theirs.captions)
+    np.testing.assert_allclose(mine.image_embeddings, theirs.image_embeddings, atol=2e-3)
+
+
+def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local_cluster, monkeypatch, tiny_gallery,
+                                                                          tiny_engine_config_path, tmp_path):
+    """A worker process that dies in the middle of a chunk (killed, out of memory) loses that chunk
+    only: Ray restarts it and the chunk is encoded again.  A chunk that kills every worker it meets
+    fails the build once the retries are spent, with an error that says so and where the finished
+    chunks are, and a rerun encodes only the chunks that had not finished."""
+    import cgrs_ros.distributed as distributed
+
+    settings = yaml.safe_load(tiny_engine_config_path.read_text())
+    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00001 .. chunk_00006
+    config_path = tiny_engine_config_path.parent / "chunks_of_3.yaml"      # its model paths are relative
+    config_path.write_text(yaml.safe_dump(settings))
+    config, gallery = load_engine_config(config_path), read_manifest(tiny_gallery)
+    deaths = tmp_path / "deaths"
+    deaths.mkdir()
+
+    def dying_on(chunk: str, times: int):
+        class DyingWorker(distributed._ChunkWorker):     # pickled by value into the Ray workers
+            def encode(self, stem, part_gallery, part):
+                if stem.endswith(chunk) and len(list(deaths.iterdir())) < times:
+                    (deaths / f"{os.getpid()}-{len(list(deaths.iterdir()))}").touch()
+                    os._exit(1)                          # the process dies: no exception reaches Ray
+                return super().encode(stem, part_gallery, part)
+        return DyingWorker
+
+    monkeypatch.setattr(distributed, "_ChunkWorker", dying_on("chunk_00002", times=1))
+    meta = build_index_with_ray(gallery, config, tmp_path / "once", workers=2, progress=False)
+    assert len(list(deaths.iterdir())) == 1 and meta["encoded"] == 18
+    assert sum(meta["chunks_by_worker"].values()) == 6
+    _same_as_a_local_build(config, gallery, tmp_path / "once", tmp_path / "local")
+
+    for death in deaths.iterdir():
+        death.unlink()
+    monkeypatch.setattr(distributed, "_ChunkWorker", dying_on("chunk_00004", times=1000))
+    with pytest.raises(CGRSInputError, match=r"a Ray worker died on the same chunk 3 times or more .* the [2-5] "
+                                             r"chunks finished are kept in .*chunks and a rerun resumes from them"):
+        build_index_with_ray(gallery, config, tmp_path / "always", workers=2, progress=False)
+    assert len(list(deaths.iterdir())) >= 1 + distributed.TASK_RETRIES
+    assert not (tmp_path / "always" / "index.json").exists()          # nothing committed
+    monkeypatch.undo()
+    meta = build_index_with_ray(gallery, config, tmp_path / "always", workers=2, progress=False)
+    # chunk_00004 is handed out once two chunks have come back, so at least six images are kept
+    assert meta["encoded"] <= 12 and meta["reused"] == 18 - meta["encoded"]
+    _same_as_a_local_build(config, gallery, tmp_path / "always", tmp_path / "local")
