@@ -72,7 +72,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="engine YAML (default: the embedded models)")
     parser.add_argument("--threshold", type=float, default=0.8, help="the node's min_confidence (default 0.8)")
-    parser.add_argument("--write", action="store_true", help=f"write the fitted calibration to {EMBEDDED_CALIBRATION}")
+    parser.add_argument("--write", nargs="?", const=str(EMBEDDED_CALIBRATION), metavar="PATH",
+                        help=f"write the fitted calibration to PATH (default {EMBEDDED_CALIBRATION}), e.g. for a "
+                             f"config of other models or text_runtime: onnx_int8, whose YAML then names it")
     parser.add_argument("--out", default=str(RESULTS / "calibration_test.json"))
     args = parser.parse_args(argv)
 
@@ -86,8 +88,8 @@ def main(argv=None) -> int:
             "world_seed": 2, "places": 300, "queries": int((k_val == "world").sum()),
             "out_of_world_goals": int((k_val == "out-of-world").sum()), "command": "bench/calibration_benchmark.py"})
         if args.write:
-            calibration.save(EMBEDDED_CALIBRATION)
-            print(f"written {EMBEDDED_CALIBRATION}")
+            calibration.save(Path(args.write))
+            print(f"written {args.write}")
         x_test, y_test, k_test = features_and_labels(bench, config, 3, "report")
     finally:
         bench.close()

@@ -103,20 +103,26 @@ class Calibration:
             raise CGRSInputError(f"calibration file {path} cannot be used: {exc}") from exc
 
 
-# matcher keys that change speed or memory, not scores
-_RUNTIME_KEYS = ("device", "dtype", "batch_size", "cache_clauses", "cache_queries", "cache_pairs")
+# matcher keys that change speed or memory, not scores (``text_runtime`` auto, torch and onnx give the
+# same vectors to ~1e-6; only onnx_int8 moves them, recorded apart below)
+_RUNTIME_KEYS = ("device", "dtype", "batch_size", "cache_clauses", "cache_queries", "cache_pairs", "text_runtime")
 
 
 def fitted_for(config) -> dict:
-    """What a calibration is valid for: the models (by content, not by path), retrieval settings, and
-    which captions' sides the matcher reads (``index.north_up_platforms``)."""
+    """What a calibration is valid for: the models (by content, not by path), retrieval settings,
+    which captions' sides the matcher reads (``index.north_up_platforms``), and which text encoders
+    run with int8 weights (``text_runtime: onnx_int8`` moves the scores the features are made of)."""
     from .fingerprint import describe_value, engine_fingerprint
 
-    return {"engine": engine_fingerprint(config),
-            "text_similarity": {k: describe_value(v) for k, v in sorted(config.text_similarity.items())
-                                if k not in _RUNTIME_KEYS},
-            "retrieval": {k: getattr(config.retrieval, k) for k in CALIBRATED_SETTINGS},
-            "north_up_platforms": sorted(config.index.north_up_platforms)}
+    valid_for = {"engine": engine_fingerprint(config),
+                 "text_similarity": {k: describe_value(v) for k, v in sorted(config.text_similarity.items())
+                                     if k not in _RUNTIME_KEYS},
+                 "retrieval": {k: getattr(config.retrieval, k) for k in CALIBRATED_SETTINGS},
+                 "north_up_platforms": sorted(config.index.north_up_platforms)}
+    int8 = [kind for kind in ("retriever", "text_similarity") if getattr(config, kind).get("text_runtime") == "onnx_int8"]
+    if int8:          # absent otherwise, so calibrations fitted before the key existed stay valid
+        valid_for["int8_text_encoders"] = int8
+    return valid_for
 
 
 def load_calibration(config) -> tuple[Calibration | None, str]:

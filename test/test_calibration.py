@@ -47,16 +47,24 @@ def test_in_world_probabilities_are_calibrated_on_their_own_data():
     assert abs(p.mean() - y[in_world].mean()) < 0.03        # mean confidence = accuracy on the fit data
 
 
-def test_a_calibration_is_tied_to_the_matcher_settings_that_change_scores():
+def test_a_calibration_is_tied_to_the_settings_that_change_scores():
     from dataclasses import replace
 
-    from cgrs_ros.calibration import fitted_for
+    from cgrs_ros.calibration import fitted_for, load_calibration
     from cgrs_ros.config import load_engine_config
 
     config = load_engine_config(None)
     with_spec = lambda **extra: replace(config, text_similarity=dict(config.text_similarity, **extra))  # noqa: E731
     assert fitted_for(with_spec(side_weight=0.0)) != fitted_for(config)
     assert fitted_for(with_spec(batch_size=8, device="cpu")) == fitted_for(config)     # speed, not scores
+    # where the text encoders run: the same vectors on torch and ONNX, moved ones with int8 weights
+    for runtime in ("auto", "torch", "onnx"):
+        same = replace(with_spec(text_runtime=runtime), retriever=dict(config.retriever, text_runtime=runtime))
+        assert fitted_for(same) == fitted_for(config), runtime
+    assert fitted_for(with_spec(text_runtime="onnx_int8")) != fitted_for(config)
+    int8_clip = replace(config, retriever=dict(config.retriever, text_runtime="onnx_int8"))
+    assert fitted_for(int8_clip) not in (fitted_for(config), fitted_for(with_spec(text_runtime="onnx_int8")))
+    assert load_calibration(int8_clip)[0] is None and load_calibration(config)[0] is not None
     # which captions' sides are read changes the caption scores too
     orthophotos = replace(config, index=replace(config.index, north_up_platforms=("satellite", "drone")))
     assert fitted_for(orthophotos) != fitted_for(config)
