@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from recall_benchmark import RESULTS, SPLITS, Bench, on_runtime, prepare_index, prepare_world  # noqa: E402
+from scale_benchmark import timed_in_turn  # noqa: E402
 
 from cgrs_ros.config import load_engine_config  # noqa: E402
 from cgrs_ros.engine import QueryOptions  # noqa: E402
@@ -71,37 +71,28 @@ def clause_vectors(bench: Bench, config, query_sets: dict) -> np.ndarray:
     return bench.matcher(config).encoder.encode(clauses)
 
 
-def stats(seconds: list[float]) -> dict:
-    return {"p50_ms": round(1000 * float(np.percentile(seconds, 50)), 2),
-            "p90_ms": round(1000 * float(np.percentile(seconds, 90)), 2)}
-
-
 def latencies_in_turn(configs: dict, index, queries, count: int) -> dict:
     """Per runtime: ``engine.query`` and the CLIP text encoding of one goal, p50/p90, at the engine's
-    ``threads``, the runtimes taking turns goal by goal (a machine whose speed drifts weighs on each
-    alike).  The goals are new to every engine; the other world queries warmed its clause cache."""
+    ``threads``, the runtimes taking turns goal by goal (:func:`scale_benchmark.timed_in_turn`: a
+    machine whose speed drifts weighs on each alike).  The goals are new to every engine; the other
+    world queries warmed its clause cache."""
     apply_threads(next(iter(configs.values())).threads)
     benches = {runtime: Bench(config) for runtime, config in configs.items()}
+    cached = QueryOptions(caption_mode="cached")
     try:
         engines = {runtime: benches[runtime].engine(config, index) for runtime, config in configs.items()}
         for engine in engines.values():
             for query in queries[count:]:
-                engine.query(query.text, QueryOptions(caption_mode="cached"))
-        goal = {runtime: [] for runtime in configs}
-        encode = {runtime: [] for runtime in configs}
-        for query in queries[:count]:
-            for runtime, engine in engines.items():
-                started = time.perf_counter()
-                engine.query(query.text, QueryOptions(caption_mode="cached"))
-                goal[runtime].append(time.perf_counter() - started)
-                started = time.perf_counter()
-                engine.models.retriever.encode_texts([query.text])
-                encode[runtime].append(time.perf_counter() - started)
+                engine.query(query.text, cached)
+        texts = [query.text for query in queries[:count]]
+        goal, _ = timed_in_turn({runtime: (lambda text, e=engine: e.query(text, cached))
+                                 for runtime, engine in engines.items()}, texts, warmup=0)
+        encode, _ = timed_in_turn({runtime: (lambda text, e=engine: e.models.retriever.encode_texts([text]))
+                                   for runtime, engine in engines.items()}, texts, warmup=0)
     finally:
         for bench in benches.values():
             bench.close()
-    return {runtime: {"goal_to_matches": stats(goal[runtime]), "clip_encode_one_goal": stats(encode[runtime])}
-            for runtime in configs}
+    return {runtime: {"goal_to_matches": goal[runtime], "clip_encode_one_goal": encode[runtime]} for runtime in configs}
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,16 @@ def local_cluster():
     ray.shutdown()
 
 
+def _same_as_a_local_build(config, gallery, built, local):
+    """The index at ``built`` has the rows a one-process build of ``gallery`` into ``local`` has."""
+    build_index(gallery, config, local, progress=False)
+    mine, theirs = load_index(built, config), load_index(local, config)
+    assert [r.to_json() for r in mine.records] == [r.to_json() for r in theirs.records]
+    assert list(mine.captions) == list(theirs.captions)
+    np.testing.assert_allclose(mine.image_embeddings, theirs.image_embeddings, atol=2e-3)
+    np.testing.assert_allclose(mine.caption_embeddings, theirs.caption_embeddings, atol=2e-3)
+
+
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch, capsys, tiny_gallery, tmp_path):
     from cgrs_ros.cli.index import main
 
@@ -53,23 +63,10 @@ def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, 
     assert "6 chunks encoded by 2 Ray workers" in out and "18 encoded, 0 reused" in out, out
 
     config, gallery = load_engine_config(config_path), read_manifest(tiny_gallery)
-    build_index(gallery, config, tmp_path / "local", progress=False)
-    mine, theirs = load_index(tmp_path / "ray", config), load_index(tmp_path / "local", config)
-    assert [r.to_json() for r in mine.records] == [r.to_json() for r in theirs.records]
-    assert list(mine.captions) == list(theirs.captions)
-    np.testing.assert_allclose(mine.image_embeddings, theirs.image_embeddings, atol=2e-3)
-    np.testing.assert_allclose(mine.caption_embeddings, theirs.caption_embeddings, atol=2e-3)
+    _same_as_a_local_build(config, gallery, tmp_path / "ray", tmp_path / "local")
     assert not (tmp_path / "ray" / ".build").exists()
     # a normal index: a later local build finds nothing to do
     assert build_index(gallery, config, tmp_path / "ray", progress=False)["up_to_date"]
-
-
-def _same_as_a_local_build(config, gallery, built, local):
-    build_index(gallery, config, local, progress=False)
-    mine, theirs = load_index(built, config), load_index(local, config)
-    assert [r.to_json() for r in mine.records] == [r.to_json() for r in theirs.records]
-    assert list(mine.captions) == list(theirs.captions)
-    np.testing.assert_allclose(mine.image_embeddings, theirs.image_embeddings, atol=2e-3)
 
 
 def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local_cluster, monkeypatch, tiny_gallery,

@@ -9,7 +9,7 @@ run of ``bench/recall_benchmark.py --latency-only``).
 
 At batch 1 a forward of a small encoder reads all its weights for a few tokens (the embedded
 MiniLM's matrices are 42 MB in fp32, more than a CPU's cache holds).  Int8 weights are a quarter of
-that read, so ``onnx_int8`` encodes faster (the goal's CLIP encoding 12.9 -> 8.2 ms p50, one run of
+that read, so ``onnx_int8`` encodes faster (the goal's CLIP encoding 14.2 -> 8.9 ms p50, one run of
 ``bench/text_runtime_benchmark.py``); but the vectors move (cosine ~0.99 with fp32), so rankings are
 not identical: it is an option, its recall cost measured by that benchmark on the validation world,
 not the default.
