@@ -1,10 +1,16 @@
 """Index-build throughput (images/s) with the embedded models: captions all / none x background
-decoding threads (``index.loader_threads``), one torch thread, models loaded once, median of repeats.
+decoding threads (``index.loader_threads``), one torch thread, models loaded once, median of repeats;
+the captioner's generate of the whole model (before) against its decoder-only fast path; and whole
+builds in 1 process against N worker processes (``cgrs-index --workers N``).
 
-    .venv/bin/python bench/build_benchmark.py            # 256 images of the test world, 3 repeats
+    .venv/bin/python bench/build_benchmark.py            # 256 images of the test world, 3 repeats;
+                                                         # worker rows on 2048 images
 
-A throughput (images per second of a whole build, decoding included), not a latency.  Writes
-bench/results/build.json.
+A throughput (images per second of a whole build, decoding included), not a latency.  The worker
+rows time whole builds as ``cgrs-index`` runs them after reading the gallery: in one process the
+models are loaded inside the timed build, with workers each process starts (spawn, imports) and
+loads its own; their start-up is timed apart (a build of one image per worker) and taken out in
+"img/s after start-up", the rate a large gallery builds at.  Writes bench/results/build.json.
 """
 from __future__ import annotations
 
@@ -18,15 +24,18 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from cgrs_ros.build_workers import ProcessEncoder  # noqa: E402
 from cgrs_ros.config import load_engine_config  # noqa: E402
 from cgrs_ros.gallery import read_manifest  # noqa: E402
 from cgrs_ros.index import build_index  # noqa: E402
-from cgrs_ros.models import load_models  # noqa: E402
+from cgrs_ros.models import RETRIEVERS, load_models  # noqa: E402
+from cgrs_ros.models.captioners import TransformersCaptioner  # noqa: E402
 from cgrs_ros.models.device import apply_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,11 +44,11 @@ from recall_benchmark import SPLITS, prepare_world  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def build_rate(config, gallery, models) -> float:
+def build_rate(config, gallery, models, encoder=None) -> float:
     folder = Path(tempfile.mkdtemp(prefix="cgrs_build_"))
     try:
         started = time.perf_counter()
-        build_index(gallery, config, folder, models=models, progress=False)
+        build_index(gallery, config, folder, models=models, progress=False, encoder=encoder)
         return len(gallery) / (time.perf_counter() - started)
     finally:
         shutil.rmtree(folder)
@@ -52,6 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--loader-threads", default="0,1,2")
     parser.add_argument("--batches", default="",
                         help="also time captions 'all' at these batch sizes, INDEX:CAPTIONER pairs, e.g. 32:16,64:64")
+    parser.add_argument("--workers", default="2", help="worker process counts to time against one process "
+                                                         "(whole builds of --worker-images images)")
+    parser.add_argument("--worker-images", type=int, default=2048)
     parser.add_argument("--out", default=str(RESULTS / "build.json"))
     args = parser.parse_args(argv)
 
@@ -61,26 +73,56 @@ def main(argv=None) -> int:
     gallery = type(full)(full.records[:args.images], root=full.root, source=full.source)
     models = load_models(config)
     rows = {}
+
+    def add_row(name, timed):
+        rates = [timed() for _ in range(args.repeats)]
+        rows[name] = {"img/s median": round(statistics.median(rates), 1), "img/s runs": [round(r, 1) for r in rates]}
+        print(json.dumps(rows), flush=True)
+
     try:
         build_rate(config, gallery, models)                  # warm-up: first-call allocations
         for captions in ("all", "none"):
             for threads in (int(t) for t in args.loader_threads.split(",")):
                 setting = replace(config, index=replace(config.index, captions=captions, loader_threads=threads))
-                rates = [build_rate(setting, gallery, models) for _ in range(args.repeats)]
-                rows[f"captions {captions}, loader_threads {threads}"] = {
-                    "img/s median": round(statistics.median(rates), 1), "img/s runs": [round(r, 1) for r in rates]}
-                print(json.dumps(rows), flush=True)
+                add_row(f"captions {captions}, loader_threads {threads}", lambda: build_rate(setting, gallery, models))
+        inline = replace(config, index=replace(config.index, loader_threads=0))
+        models.captioner._generate = partial(TransformersCaptioner._generate, models.captioner)
+        add_row("captions all, loader_threads 0, the whole model's generate (before)",
+                lambda: build_rate(inline, gallery, models))
+        del models.captioner._generate                      # back to the decoder-only fast path
+        fast_retriever = models.retriever
+        models.retriever = RETRIEVERS.build({**config.model_spec("retriever"), "channels_last": False})
+        bare = replace(inline, index=replace(inline.index, captions="none"))
+        add_row("captions none, loader_threads 0, retriever channels_last false (before)",
+                lambda: build_rate(bare, gallery, models))
+        models.retriever.close()
+        models.retriever = fast_retriever
         for pair in filter(None, args.batches.split(",")):
             index_batch, caption_batch = (int(n) for n in pair.split(":"))
             setting = replace(config, index=replace(config.index, batch_size=index_batch))
             models.captioner.batch_size = caption_batch      # a generate() call's batch, read per call
-            rates = [build_rate(setting, gallery, models) for _ in range(args.repeats)]
-            rows[f"captions all, batch_size {index_batch}, captioner batch_size {caption_batch}"] = {
-                "img/s median": round(statistics.median(rates), 1), "img/s runs": [round(r, 1) for r in rates]}
-            print(json.dumps(rows), flush=True)
+            add_row(f"captions all, batch_size {index_batch}, captioner batch_size {caption_batch}",
+                    lambda: build_rate(setting, gallery, models))
     finally:
         models.close()
-    result = {"images": len(gallery), "repeats": args.repeats, "torch_threads": config.threads,
+    # Whole builds as cgrs-index runs them, and the fixed start-up (loading models; with workers, also
+    # starting the processes) from a build of one image per worker: rate after start-up =
+    # (N - start-up images) / (whole-build time - start-up time).
+    large = type(full)(full.records[:args.worker_images], root=full.root, source=full.source)
+    for workers in [1] + [int(n) for n in filter(None, args.workers.split(","))]:
+        encoder = (lambda: None) if workers == 1 else (lambda: ProcessEncoder(workers))
+        tiny = type(full)(full.records[:workers], root=full.root, source=full.source)
+        one_each = replace(config, index=replace(config.index, chunk_size=1))      # the defaults, as cgrs-index
+        starts = [workers / build_rate(one_each, tiny, None, encoder()) for _ in range(args.repeats)]
+        whole = [build_rate(config, large, None, encoder()) for _ in range(args.repeats)]
+        start, rate = statistics.median(starts), statistics.median(whole)
+        name = "1 process" if workers == 1 else f"{workers} worker processes"
+        rows[f"captions all, {len(large)} images, {name}, whole build"] = {
+            "img/s median": round(rate, 1), "img/s runs": [round(r, 1) for r in whole],
+            "start-up s median": round(start, 2), "start-up s runs": [round(t, 2) for t in starts],
+            "img/s after start-up": round((len(large) - workers) / (len(large) / rate - start), 1)}
+        print(json.dumps(rows), flush=True)
+    result = {"images": len(gallery), "worker images": len(large), "repeats": args.repeats, "torch_threads": config.threads,
               "batch_size": config.index.batch_size, "captioner batch_size": config.captioner.get("batch_size"),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus",
               "load_average_1m_at_end": round(os.getloadavg()[0], 2), "rows": rows}

@@ -3,7 +3,8 @@
 Why this shape: a country-scale gallery (millions of images) is days of captioning on one GPU.
 The build itself stays :func:`cgrs_ros.index.build_index` (the lock, what is reused, the commit);
 only the encoding of its work list is handed to a pool of Ray actors, each loading the models once
-(one GPU each where the cluster has GPUs).  Each task is one chunk of ``index.chunk_size`` images
+(one GPU each where the cluster has GPUs): the :class:`~cgrs_ros.build_workers.ChunkWorker` that
+``cgrs-index --workers N`` runs as processes on one machine.  Each task is one chunk of ``index.chunk_size`` images
 that the worker writes into ``<index>/.build/chunks`` exactly as a local build would (arrays
 first, JSON last), so a worker that dies loses only its unfinished chunk: Ray retries it, and a
 rerun of the build resumes from the finished ones.
@@ -15,14 +16,13 @@ Ray is an optional extra (``pip install "cgrs_ros[distributed]"``); it is import
 """
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 from .config import EngineConfig
 from .errors import CGRSInputError
 from .gallery import Gallery
-from .index import _encode_chunk, _Results, build_index, chunk_plan, load_build_models, progress_bar
+from .build_workers import ChunkWorker, add_landed_chunks, chunk_tasks
+from .index import _Results, build_index, progress_bar
 
 INSTALL_HINT = 'pip install "cgrs_ros[distributed]" (or pip install ray)'
 # a worker that died is restarted, and its chunk redone, at least this many times before the build
@@ -80,25 +80,19 @@ class RayEncoder:
         ray = import_ray()
         from ray.util import ActorPool
 
-        plan = chunk_plan(work, config.index.chunk_size, chunks, results)
+        tasks = chunk_tasks(gallery, work, config, chunks, results)
         cpus = config.threads if isinstance(config.threads, int) else 1
         total = ray.cluster_resources()
         gpus = (1 if total.get("GPU", 0) else 0) if self.gpus_per_worker is None else self.gpus_per_worker
         count = self.workers or max(1, int(total.get("GPU", 0) // gpus if gpus else total.get("CPU", 1) // cpus))
-        actor = ray.remote(_ChunkWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=TASK_RETRIES,
-                                                 max_task_retries=TASK_RETRIES)
-        pool = ActorPool([actor.remote(config, fingerprint) for _ in range(min(count, len(plan)))])
-        # each task carries a gallery of its own records only: a worker never holds the whole gallery
-        tasks = [(str(stem), Gallery([record for record, _, _ in part], gallery.root, gallery.source), part)
-                 for stem, part in plan]
+        actor = ray.remote(ChunkWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=TASK_RETRIES,
+                                                max_task_retries=TASK_RETRIES)
+        pool = ActorPool([actor.remote(config, fingerprint) for _ in range(min(count, len(tasks)))])
         with progress_bar(gallery, work, progress) as bar:
             try:
-                for stem, worker, images in pool.map_unordered(lambda a, task: a.encode.remote(*task), tasks):
-                    if not results.add_chunk(Path(stem).with_suffix(".json"), fingerprint):
-                        raise CGRSInputError(f"chunk {stem}.json written by worker {worker} cannot be read here: "
-                                             f"do all Ray nodes see the index folder at the same path?")
-                    self.chunks_by_worker[worker] = self.chunks_by_worker.get(worker, 0) + 1
-                    bar.update(images)
+                add_landed_chunks(pool.map_unordered(lambda a, task: a.encode.remote(*task), tasks), fingerprint,
+                                  results, bar, self.chunks_by_worker,
+                                  ": do all Ray nodes see the index folder at the same path?")
             except ray.exceptions.RayActorError as exc:
                 finished = len(list(chunks.glob("*.json")))
                 raise CGRSInputError(
@@ -106,24 +100,3 @@ class RayEncoder:
                     f"or a crash while decoding or encoding; its log is in the Ray session's logs), so the build "
                     f"stopped; the {finished} chunks finished are kept in {chunks} and a rerun resumes from them. "
                     f"Ray said: {str(exc).splitlines()[0][:300]}") from exc
-
-
-class _ChunkWorker:
-    """A Ray actor: the build's models, loaded once, encoding chunk after chunk."""
-
-    def __init__(self, config: EngineConfig, fingerprint: dict):
-        from .models.device import apply_threads
-
-        apply_threads(config.threads)
-        self.settings, self.fingerprint = config.index, fingerprint
-        self.models = load_build_models(config)
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
-
-    def encode(self, stem: str, gallery: Gallery, part: list) -> tuple[str, str, int]:
-        """Write the chunk ``stem`` of ``part``; returns (stem, this worker's name, images done)."""
-        from tqdm import tqdm
-
-        Path(stem).parent.mkdir(parents=True, exist_ok=True)
-        with tqdm(disable=True) as bar:
-            _encode_chunk(gallery, part, self.models, self.settings, self.fingerprint, Path(stem), _Results(), bar)
-        return stem, self.name, len(part)

@@ -643,10 +643,18 @@ def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _
 
 
 def load_build_models(config: EngineConfig):
-    """The models a build runs: all of them, or the retriever alone for a build without captions."""
+    """The models a build runs: the retriever; for a captioned build the captioner, and the text
+    model only where it stores caption vectors (a clause matcher or a cross-encoder compares texts at
+    query time: loading it, ~2 s, would only delay the build and each of its worker processes)."""
     from .models import REGISTRIES, load_models
 
-    return load_models(config, tuple(REGISTRIES) if config.index.captions == "all" else ("retriever",))
+    kinds = ["retriever"]
+    if config.index.captions == "all":
+        kinds.append("captioner")
+        matcher = REGISTRIES["text_similarity"].factory(config.model_spec("text_similarity").get("name"))
+        if getattr(matcher, "embeds_captions", True):
+            kinds.append("text_similarity")
+    return load_models(config, tuple(kinds))
 
 
 def chunk_plan(work: list, size: int, chunks: Path, results: _Results) -> list[tuple[Path, list]]:
@@ -676,8 +684,8 @@ def _encode_chunk(gallery, work, models, settings: IndexSettings, fingerprint, s
         bar.update(len(batch))
     image_array = (np.concatenate(image_parts) if image_parts
                    else np.zeros((0, models.retriever.embedding_dim), np.float32))
-    matcher = models.text_similarity    # a pair scorer (cross-encoder) stores no caption vectors
-    width = matcher.embedding_dim if settings.captions == "all" else 0
+    matcher = models.text_similarity    # None or 0-wide where it stores no caption vectors (load_build_models)
+    width = matcher.embedding_dim if matcher is not None and settings.captions == "all" else 0
     caption_array = (matcher.encode([c for _, _, c in items]) if items and width and matcher.embeds_captions
                      else np.zeros((len(items), width), np.float32))
     image_array, caption_array = (np.asarray(a, dtype=np.float32) for a in (image_array, caption_array))

@@ -5,7 +5,6 @@ The cluster test is skipped where Ray is not installed (an optional extra), exce
 import os
 import sys
 
-import numpy as np
 import pytest
 import yaml
 
@@ -13,7 +12,8 @@ from cgrs_ros.config import load_engine_config
 from cgrs_ros.distributed import build_index_with_ray
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.gallery import read_manifest
-from cgrs_ros.index import build_index, load_index
+from cgrs_ros.index import build_index
+from index_checks import assert_same_as_a_local_build
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,6 @@ def local_cluster():
     ray.shutdown()
 
 
-def _same_as_a_local_build(config, gallery, built, local):
-    """The index at ``built`` has the rows a one-process build of ``gallery`` into ``local`` has."""
-    build_index(gallery, config, local, progress=False)
-    mine, theirs = load_index(built, config), load_index(local, config)
-    assert [r.to_json() for r in mine.records] == [r.to_json() for r in theirs.records]
-    assert list(mine.captions) == list(theirs.captions)
-    np.testing.assert_allclose(mine.image_embeddings, theirs.image_embeddings, atol=2e-3)
-    np.testing.assert_allclose(mine.caption_embeddings, theirs.caption_embeddings, atol=2e-3)
-
-
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch, capsys, tiny_gallery, tmp_path):
     from cgrs_ros.cli.index import main
 
@@ -45,7 +35,8 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch, capsys, tiny_
         build_index_with_ray(read_manifest(tiny_gallery), None, tmp_path / "idx")
     command = ["--gallery", str(tiny_gallery), "--out", str(tmp_path / "idx"), "--workers", "2"]
     assert main(command + ["--ray"]) == 2 and 'pip install "cgrs_ros[distributed]"' in capsys.readouterr().err
-    assert main(command) == 2 and "--workers and --gpus-per-worker need --ray" in capsys.readouterr().err
+    assert main(command + ["--gpus-per-worker", "1"]) == 2
+    assert "--gpus-per-worker needs --ray" in capsys.readouterr().err
 
 
 def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, tiny_gallery,
@@ -63,7 +54,7 @@ def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, 
     assert "6 chunks encoded by 2 Ray workers" in out and "18 encoded, 0 reused" in out, out
 
     config, gallery = load_engine_config(config_path), read_manifest(tiny_gallery)
-    _same_as_a_local_build(config, gallery, tmp_path / "ray", tmp_path / "local")
+    assert_same_as_a_local_build(config, gallery, tmp_path / "ray", tmp_path / "local")
     assert not (tmp_path / "ray" / ".build").exists()
     # a normal index: a later local build finds nothing to do
     assert build_index(gallery, config, tmp_path / "ray", progress=False)["up_to_date"]
@@ -86,7 +77,7 @@ def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local
     deaths.mkdir()
 
     def dying_on(chunk: str, times: int):
-        class DyingWorker(distributed._ChunkWorker):     # pickled by value into the Ray workers
+        class DyingWorker(distributed.ChunkWorker):     # pickled by value into the Ray workers
             def encode(self, stem, part_gallery, part):
                 if stem.endswith(chunk) and len(list(deaths.iterdir())) < times:
                     (deaths / f"{os.getpid()}-{len(list(deaths.iterdir()))}").touch()
@@ -94,15 +85,15 @@ def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local
                 return super().encode(stem, part_gallery, part)
         return DyingWorker
 
-    monkeypatch.setattr(distributed, "_ChunkWorker", dying_on("chunk_00002", times=1))
+    monkeypatch.setattr(distributed, "ChunkWorker", dying_on("chunk_00002", times=1))
     meta = build_index_with_ray(gallery, config, tmp_path / "once", workers=2, progress=False)
     assert len(list(deaths.iterdir())) == 1 and meta["encoded"] == 18
     assert sum(meta["chunks_by_worker"].values()) == 6
-    _same_as_a_local_build(config, gallery, tmp_path / "once", tmp_path / "local")
+    assert_same_as_a_local_build(config, gallery, tmp_path / "once", tmp_path / "local")
 
     for death in deaths.iterdir():
         death.unlink()
-    monkeypatch.setattr(distributed, "_ChunkWorker", dying_on("chunk_00004", times=1000))
+    monkeypatch.setattr(distributed, "ChunkWorker", dying_on("chunk_00004", times=1000))
     with pytest.raises(CGRSInputError, match=r"a Ray worker died on the same chunk 3 times or more .* the [2-5] "
                                              r"chunks finished are kept in .*chunks and a rerun resumes from them"):
         build_index_with_ray(gallery, config, tmp_path / "always", workers=2, progress=False)
@@ -112,4 +103,4 @@ def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local
     meta = build_index_with_ray(gallery, config, tmp_path / "always", workers=2, progress=False)
     # chunk_00004 is handed out once two chunks have come back, so at least six images are kept
     assert meta["encoded"] <= 12 and meta["reused"] == 18 - meta["encoded"]
-    _same_as_a_local_build(config, gallery, tmp_path / "always", tmp_path / "local")
+    assert_same_as_a_local_build(config, gallery, tmp_path / "always", tmp_path / "local")

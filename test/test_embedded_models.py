@@ -70,6 +70,31 @@ def test_captions_of_north_up_views_state_the_right_sides(models, world):
     assert accuracy["neighbour side"]["accuracy"] >= 70.0, accuracy
 
 
+@pytest.mark.parametrize("beams", [1, 2])
+def test_captions_decoded_from_the_image_states_once_equal_the_models_own_generate(config, models, world, beams):
+    """The captioner hands the projected image states to the decoder once (its fast path); the
+    tokens must be those of the VisionEncoderDecoder's own ``generate``, which reprojects each step."""
+    import torch
+
+    from cgrs_ros.models.captioners import TransformersCaptioner
+
+    captioner = models.captioner
+    gallery = read_manifest(world)
+    images = [Image.open(gallery.resolve(r)).convert("RGB") for r in gallery.records[:24]]
+    inputs = captioner._inputs(images)
+    captioner.num_beams = beams
+    try:
+        with torch.inference_mode():
+            fast = captioner._generate(inputs)
+            whole = TransformersCaptioner._generate(captioner, inputs)
+    finally:
+        captioner.num_beams = 1
+    decode = captioner.processor.batch_decode
+    assert decode(fast, skip_special_tokens=True) == decode(whole, skip_special_tokens=True)
+    assert len({text for text in decode(fast, skip_special_tokens=True)}) > 3     # real, varied captions
+    assert hasattr(captioner.model, "enc_to_dec_proj")   # the path that skips the per-step projection
+
+
 def test_retriever_embeddings_are_normalised_float32(models, world):
     gallery = read_manifest(world)
     images = [Image.open(gallery.resolve(r)) for r in gallery.records[:5]]
@@ -80,6 +105,21 @@ def test_retriever_embeddings_are_normalised_float32(models, world):
     for vectors in (image_vectors, text_vectors):
         assert vectors.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_channels_last_images_give_the_vectors_of_contiguous_ones(config, models, world):
+    """The retriever feeds its image tower channels-last batches (faster convolutions); the layout
+    must not move the vectors."""
+    from cgrs_ros.models import RETRIEVERS
+
+    contiguous = RETRIEVERS.build({**config.model_spec("retriever"), "channels_last": False})
+    gallery = read_manifest(world)
+    images = [Image.open(gallery.resolve(r)) for r in gallery.records[:8]]
+    import torch
+
+    conv_weights = [p for p in models.retriever.model.visual.parameters() if p.dim() == 4]
+    assert len(conv_weights) > 10 and all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
+    np.testing.assert_allclose(models.retriever.encode_images(images), contiguous.encode_images(images), atol=1e-5)
 
 
 def test_captions_name_the_roof_colour(models, world):

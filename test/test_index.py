@@ -239,3 +239,22 @@ def test_loader_threads_is_validated(tiny_config, value):
 
     with pytest.raises(CGRSInputError, match="index.loader_threads"):
         replace(tiny_config.index, loader_threads=value).validated()
+
+
+def test_a_build_loads_the_text_model_only_where_it_stores_caption_vectors(tiny_config):
+    """A clause matcher or a cross-encoder compares texts at query time: a build has no use for it."""
+    from dataclasses import replace
+
+    from cgrs_ros.index import load_build_models
+
+    for name, loaded in (("sentence_transformers", True), ("clause_match", False)):
+        config = replace(tiny_config, text_similarity={**tiny_config.text_similarity, "name": name})
+        models = load_build_models(config)
+        try:
+            assert models.retriever is not None and models.captioner is not None
+            assert (models.text_similarity is not None) == loaded, name
+        finally:
+            models.close()
+    models = load_build_models(replace(tiny_config, index=replace(tiny_config.index, captions="none")))
+    assert models.retriever is not None and models.captioner is None and models.text_similarity is None
+    models.close()

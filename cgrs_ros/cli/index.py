@@ -4,7 +4,8 @@ Safe to rerun at any time: a killed build resumes, a grown or edited gallery re-
 images that changed, an unchanged one is left alone, and a working index is only ever replaced by
 a complete new one.  --captions none runs CLIP alone (captioning is most of a build): queries then
 caption their candidates when first needed and log those captions in the index folder.
---ray spreads the encoding over a Ray cluster (README "Distributed builds (Ray)")."""
+--workers N encodes in N processes of this machine, --ray over a Ray cluster (README "Distributed
+builds (Ray)")."""
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ from .common import add_engine_options, add_gallery_options, engine_config, load
 def _main(args) -> int:
     from ..index import build_index
 
-    if (args.workers or args.gpus_per_worker is not None) and not args.ray:
-        raise CGRSInputError("--workers and --gpus-per-worker need --ray")
+    if args.gpus_per_worker is not None and not args.ray:
+        raise CGRSInputError("--gpus-per-worker needs --ray")
     config = engine_config(args)
     if args.captions:
         config = replace(config, index=replace(config.index, captions=args.captions))
@@ -34,6 +35,14 @@ def _main(args) -> int:
         if meta["chunks_by_worker"]:
             print(f"{sum(meta['chunks_by_worker'].values())} chunks encoded by "
                   f"{len(meta['chunks_by_worker'])} Ray workers")
+    elif args.workers is not None:
+        from ..build_workers import ProcessEncoder
+
+        encoder = ProcessEncoder(args.workers)
+        meta = build_index(gallery, config, args.out, progress=not args.no_progress, encoder=encoder)
+        if encoder.chunks_by_worker:
+            print(f"{sum(encoder.chunks_by_worker.values())} chunks encoded by "
+                  f"{len(encoder.chunks_by_worker)} worker processes")
     else:
         meta = build_index(gallery, config, args.out, progress=not args.no_progress)
     skipped = f"{meta['skipped']} skipped, listed in {Path(args.out) / meta['data'] / 'skipped.json'}"
@@ -61,8 +70,9 @@ def parser() -> argparse.ArgumentParser:
                         "when no ADDRESS is given) starts one on this machine, auto joins the cluster of `ray start`, "
                         "or a Ray address; every node must see the gallery and --out at the same paths")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="with --ray: Ray workers, each with its own models (default: one per GPU of the cluster, "
-                        "else one per `threads` CPUs)")
+                   help="worker processes, each with its own models and `threads` cores (default: this process "
+                        "alone); with --ray: Ray workers (default: one per GPU of the cluster, else one per `threads` "
+                        "CPUs)")
     p.add_argument("--gpus-per-worker", type=float, metavar="G",
                    help="with --ray: GPUs each worker reserves (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

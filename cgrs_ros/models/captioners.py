@@ -9,6 +9,7 @@ Both load a hub id or a local folder through transformers' Auto classes and gene
 """
 from __future__ import annotations
 
+import copy
 from typing import Protocol, Sequence
 
 import torch
@@ -92,6 +93,10 @@ class TransformersCaptioner:
     def _strip_prompt(self, ids: torch.Tensor, inputs: dict) -> torch.Tensor:
         return ids
 
+    def _generate(self, inputs: dict) -> torch.Tensor:
+        return self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+                                   do_sample=False)
+
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         captions: list[str] = []
         for start in range(0, len(images), self.batch_size):
@@ -100,8 +105,7 @@ class TransformersCaptioner:
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
             with torch.inference_mode():
-                ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
-                                          num_beams=self.num_beams, do_sample=False)
+                ids = self._generate(inputs)
             texts = self.processor.batch_decode(self._strip_prompt(ids, inputs), skip_special_tokens=True)
             captions.extend(" ".join(text.split()) for text in texts)
         return captions
@@ -124,6 +128,29 @@ class ImageToTextCaptioner(TransformersCaptioner):
     def _inputs(self, images):
         text = [self.prompt] * len(images) if self.prompt else None
         return self.processor(images=images, text=text, return_tensors="pt")
+
+    def _generate(self, inputs):
+        """A VisionEncoderDecoder model generates from its decoder, given the image states once.
+
+        Its ``generate`` runs the whole model's forward at every step, which projects all the
+        encoder's states to the decoder's width again each time (``enc_to_dec_proj``), though the
+        cross-attention reads them only at the first step: with the small embedded decoder that
+        projection was a quarter of the captioning time.  Projecting once and letting the decoder
+        generate gives the same tokens (test/test_embedded_models.py) under the same generation
+        config."""
+        from transformers import VisionEncoderDecoderModel
+
+        if not isinstance(self.model, VisionEncoderDecoderModel) or "input_ids" in inputs:
+            return super()._generate(inputs)
+        states = self.model.encoder(pixel_values=inputs["pixel_values"]).last_hidden_state
+        projection = getattr(self.model, "enc_to_dec_proj", None)   # made only where the widths differ
+        if projection is not None:
+            states = projection(states)
+        generation = copy.deepcopy(self.model.generation_config)
+        generation.update(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=False)
+        start = torch.full((len(states), 1), generation.decoder_start_token_id, device=states.device)
+        return self.model.decoder.generate(input_ids=start, attention_mask=torch.ones_like(start),
+                                           encoder_hidden_states=states, generation_config=generation)
 
 
 @CAPTIONERS.register("chat_vlm")

@@ -1,0 +1,112 @@
+"""Index builds spread over worker processes, each with its own models, each encoding whole chunks.
+
+Why: one build process keeps one core busy (``threads: 1`` builds fastest, bench/results/build.json:
+the small models' many short operations do not split well over cores), so a machine with N cores
+and no cluster builds N times as fast with N processes, each running the models on one core.  The
+build itself stays :func:`cgrs_ros.index.build_index` (the lock, what is reused, the commit): only
+the encoding of its work list is handed out, chunk by chunk, and each worker writes its chunk into
+``<index>/.build/chunks`` exactly as a one-process build would (arrays first, JSON last), so a
+worker that dies loses only its unfinished chunk and a rerun resumes from the finished ones.
+
+:class:`ProcessEncoder` runs the workers as processes on this machine (``cgrs-index --workers N``);
+:class:`cgrs_ros.distributed.RayEncoder` runs the same :class:`ChunkWorker` on a Ray cluster.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Iterable
+
+from .config import EngineConfig
+from .errors import CGRSInputError
+from .gallery import Gallery
+from .index import _encode_chunk, _Results, chunk_plan, load_build_models, progress_bar
+
+
+class ChunkWorker:
+    """The build's models, loaded once, encoding chunk after chunk (a Ray actor or a pool process)."""
+
+    def __init__(self, config: EngineConfig, fingerprint: dict):
+        from .models.device import apply_threads
+
+        apply_threads(config.threads)
+        self.settings, self.fingerprint = config.index, fingerprint
+        self.models = load_build_models(config)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def encode(self, stem: str, gallery: Gallery, part: list) -> tuple[str, str, int]:
+        """Write the chunk ``stem`` of ``part``; returns (stem, this worker's name, images done)."""
+        from tqdm import tqdm
+
+        Path(stem).parent.mkdir(parents=True, exist_ok=True)
+        with tqdm(disable=True) as bar:
+            _encode_chunk(gallery, part, self.models, self.settings, self.fingerprint, Path(stem), _Results(), bar)
+        return stem, self.name, len(part)
+
+
+def chunk_tasks(gallery: Gallery, work: list, config: EngineConfig, chunks: Path,
+                results: _Results) -> list[tuple[str, Gallery, list]]:
+    """The chunks of ``work`` as worker tasks: (chunk stem, a gallery of its own records only, its
+    slice of ``work``), so that a worker never holds (or is sent) the whole gallery."""
+    return [(str(stem), Gallery([record for record, _, _ in part], gallery.root, gallery.source), part)
+            for stem, part in chunk_plan(work, config.index.chunk_size, chunks, results)]
+
+
+def add_landed_chunks(landed: Iterable[tuple[str, str, int]], fingerprint: dict, results: _Results, bar,
+                      chunks_by_worker: dict[str, int], unreadable_hint: str) -> None:
+    """Add each chunk a worker reports finished, (stem, worker, images), to ``results`` as it lands."""
+    for stem, worker, images in landed:
+        if not results.add_chunk(Path(stem).with_suffix(".json"), fingerprint):
+            raise CGRSInputError(f"chunk {stem}.json written by worker {worker} cannot be read here"
+                                 f"{unreadable_hint}")
+        chunks_by_worker[worker] = chunks_by_worker.get(worker, 0) + 1
+        bar.update(images)
+
+
+_worker: ChunkWorker | None = None      # this pool process's models, loaded by its first chunk
+
+
+def _encode_in_pool_process(worker_class: type, config: EngineConfig, fingerprint: dict, stem: str,
+                            gallery: Gallery, part: list) -> tuple[str, str, int]:
+    # Loaded in the first task, not in the pool's initializer: an initializer's error only breaks
+    # the pool, while a task's error (a model that will not load) reaches the caller as it is.
+    global _worker
+    if _worker is None:
+        _worker = worker_class(config, fingerprint)
+    return _worker.encode(stem, gallery, part)
+
+
+class ProcessEncoder:
+    """The ``encoder`` of :func:`~cgrs_ros.index.build_index` that encodes its chunks in ``workers``
+    processes of this machine (``spawn``ed: no fork of a process that already runs torch threads),
+    each loading the build's models once and using ``threads`` cores.  ``worker_class`` (a
+    :class:`ChunkWorker`, importable by the worker processes) is what each process runs."""
+
+    def __init__(self, workers: int, worker_class: type = ChunkWorker):
+        if not isinstance(workers, int) or workers < 1:
+            raise CGRSInputError(f"workers must be a whole number of at least 1, got {workers!r}")
+        self.workers, self.worker_class = workers, worker_class
+        self.chunks_by_worker: dict[str, int] = {}
+
+    def __call__(self, gallery, work, config: EngineConfig, fingerprint: dict, chunks: Path,
+                 results: _Results, progress: bool) -> None:
+        tasks = chunk_tasks(gallery, work, config, chunks, results)
+        pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"))
+        try:
+            with progress_bar(gallery, work, progress) as bar:
+                futures = [pool.submit(_encode_in_pool_process, self.worker_class, config, fingerprint, *task) for task in tasks]
+                add_landed_chunks((future.result() for future in as_completed(futures)), fingerprint, results,
+                                  bar, self.chunks_by_worker, "")
+        except BrokenProcessPool as exc:
+            finished = len(list(chunks.glob("*.json")))
+            raise CGRSInputError(
+                f"a build worker process died (killed, out of memory, or a crash while decoding or encoding), so "
+                f"the build stopped; the {finished} chunks finished are kept in {chunks} and a rerun resumes "
+                f"from them ({exc})") from exc
+        finally:
+            # the chunks in progress finish and are kept (a rerun reuses them); the others are not started
+            pool.shutdown(wait=True, cancel_futures=True)

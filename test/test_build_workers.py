@@ -1,0 +1,82 @@
+"""Index builds in worker processes of this machine (``cgrs-index --workers N``): the same index as
+one process, chunks from each worker, and a worker that dies costs only the unfinished chunks."""
+import os
+
+import pytest
+import yaml
+
+from cgrs_ros.build_workers import ChunkWorker, ProcessEncoder
+from cgrs_ros.config import load_engine_config
+from cgrs_ros.errors import CGRSInputError
+from cgrs_ros.gallery import read_manifest
+from cgrs_ros.index import build_index
+from index_checks import assert_same_as_a_local_build
+
+DIE_ON = "CGRS_TEST_DIE_ON_CHUNK"      # read by the worker processes, which inherit the environment
+
+
+class DyingWorker(ChunkWorker):
+    """A worker whose process exits in the middle of the chunk named by $CGRS_TEST_DIE_ON_CHUNK, as
+    one killed by the out-of-memory killer would (no exception reaches the pool)."""
+
+    def encode(self, stem, gallery, part):
+        if stem.endswith(os.environ[DIE_ON]):
+            os._exit(1)
+        return super().encode(stem, gallery, part)
+
+
+@pytest.fixture
+def chunks_of_3(tiny_engine_config_path):
+    settings = yaml.safe_load(tiny_engine_config_path.read_text())
+    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00001 .. chunk_00006
+    path = tiny_engine_config_path.parent / "chunks_of_3.yaml"            # its model paths are relative
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_two_worker_processes_build_the_same_index_as_one_process(capsys, tiny_gallery, chunks_of_3, tmp_path):
+    from cgrs_ros.cli.index import main
+
+    assert main(["--gallery", str(tiny_gallery), "--config", str(chunks_of_3), "--out", str(tmp_path / "two"),
+                 "--workers", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "6 chunks encoded by 2 worker processes" in out and "18 encoded, 0 reused" in out, out
+    config, gallery = load_engine_config(chunks_of_3), read_manifest(tiny_gallery)
+    assert_same_as_a_local_build(config, gallery, tmp_path / "two", tmp_path / "local")
+    assert not (tmp_path / "two" / ".build").exists()
+    assert build_index(gallery, config, tmp_path / "two", progress=False)["up_to_date"]
+
+
+def test_a_worker_process_that_dies_stops_the_build_and_a_rerun_resumes(monkeypatch, tiny_gallery, chunks_of_3,
+                                                                          tmp_path):
+    config, gallery = load_engine_config(chunks_of_3), read_manifest(tiny_gallery)
+    monkeypatch.setenv(DIE_ON, "chunk_00004")
+    with pytest.raises(CGRSInputError, match=r"a build worker process died .* the [0-5] chunks finished are kept "
+                                             r"in .*chunks and a rerun resumes from them"):
+        build_index(gallery, config, tmp_path / "idx", progress=False, encoder=ProcessEncoder(2, DyingWorker))
+    assert not (tmp_path / "idx" / "index.json").exists()               # nothing committed
+    kept = len(list((tmp_path / "idx" / ".build" / "chunks").glob("*.json")))
+    assert 1 <= kept <= 5
+    monkeypatch.setenv(DIE_ON, "no chunk")
+    encoder = ProcessEncoder(2, DyingWorker)
+    meta = build_index(gallery, config, tmp_path / "idx", progress=False, encoder=encoder)
+    assert meta["encoded"] == 18 - 3 * kept and meta["reused"] == 3 * kept
+    assert sum(encoder.chunks_by_worker.values()) == 6 - kept
+    assert_same_as_a_local_build(config, gallery, tmp_path / "idx", tmp_path / "local")
+
+
+def test_a_model_that_will_not_load_in_a_worker_is_reported_as_it_is(tiny_gallery, chunks_of_3, tmp_path):
+    """The models load in each worker's first chunk: their error reaches the caller unchanged."""
+    settings = yaml.safe_load(chunks_of_3.read_text())
+    settings["captioner"]["model"] = str(tmp_path / "no_such_captioner")
+    broken = chunks_of_3.parent / "broken_captioner.yaml"
+    broken.write_text(yaml.safe_dump(settings))
+    with pytest.raises(CGRSInputError, match="no_such_captioner"):
+        build_index(read_manifest(tiny_gallery), load_engine_config(broken), tmp_path / "idx", progress=False,
+                    encoder=ProcessEncoder(2))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5])
+def test_worker_counts_below_one_are_refused(workers):
+    with pytest.raises(CGRSInputError, match="workers must be a whole number of at least 1"):
+        ProcessEncoder(workers)
