@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +53,13 @@ def build_rate(config, gallery, models, encoder=None) -> float:
         return len(gallery) / (time.perf_counter() - started)
     finally:
         shutil.rmtree(folder)
+
+
+def import_seconds() -> float:
+    """Seconds a fresh Python process takes to import the model libraries (each worker process does)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, transformers, open_clip"], check=True)
+    return time.perf_counter() - started
 
 
 def main(argv=None) -> int:
@@ -122,6 +130,10 @@ def main(argv=None) -> int:
             "start-up s median": round(start, 2), "start-up s runs": [round(t, 2) for t in starts],
             "img/s after start-up": round((len(large) - workers) / (len(large) / rate - start), 1)}
         print(json.dumps(rows), flush=True)
+    # what the 1-process start-up above leaves out: this process had imported the libraries already
+    imports = [import_seconds() for _ in range(args.repeats)]
+    rows["imports of a fresh process (torch, transformers, open_clip)"] = {
+        "s median": round(statistics.median(imports), 2), "s runs": [round(t, 2) for t in imports]}
     result = {"images": len(gallery), "worker images": len(large), "repeats": args.repeats, "torch_threads": config.threads,
               "batch_size": config.index.batch_size, "captioner batch_size": config.captioner.get("batch_size"),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus",

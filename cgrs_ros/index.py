@@ -645,7 +645,7 @@ def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _
 def load_build_models(config: EngineConfig):
     """The models a build runs: the retriever; for a captioned build the captioner, and the text
     model only where it stores caption vectors (a clause matcher or a cross-encoder compares texts at
-    query time: loading it, ~2 s, would only delay the build and each of its worker processes)."""
+    query time: loading it would only delay the start of the build and of each of its worker processes)."""
     from .models import REGISTRIES, load_models
 
     kinds = ["retriever"]

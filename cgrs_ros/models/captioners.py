@@ -134,8 +134,8 @@ class ImageToTextCaptioner(TransformersCaptioner):
 
         Its ``generate`` runs the whole model's forward at every step, which projects all the
         encoder's states to the decoder's width again each time (``enc_to_dec_proj``), though the
-        cross-attention reads them only at the first step: with the small embedded decoder that
-        projection was a quarter of the captioning time.  Projecting once and letting the decoder
+        cross-attention reads them only at the first step: builds with the embedded captioner run
+        1.2-1.3x as fast without it (bench/build_benchmark.py).  Projecting once and letting the decoder
         generate gives the same tokens (test/test_embedded_models.py) under the same generation
         config."""
         from transformers import VisionEncoderDecoderModel

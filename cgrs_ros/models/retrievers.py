@@ -104,9 +104,9 @@ class OpenClipRetriever:
         if checkpoint:
             _load_partial_checkpoint(open_clip, self.model, checkpoint, model_kwargs)
         self.model = self.model.to(self.device, dtype=self.dtype).eval()
-        # Channels-last images: oneDNN's CPU convolutions (and cuDNN's fp16 ones) run fastest on them; the
-        # embedded ResNet tower encodes 1.4x faster on a CPU (bench/build_benchmark.py), a ViT only
-        # changes the layout of its patch embedding.  Same vectors to ~1e-6.
+        # Channels-last images: oneDNN's CPU convolutions (and cuDNN's fp16 ones) run fastest on them; with
+        # the embedded ResNet tower, builds without captions ran 1.06x and 1.35x as fast in two runs of
+        # bench/build_benchmark.py; a ViT only changes the layout of its patch embedding.  Same vectors.
         self._image_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.visual.to(memory_format=self._image_format)
         if tokenizer_name:
