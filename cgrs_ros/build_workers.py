@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from itertools import islice
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .config import EngineConfig
 from .errors import CGRSInputError
@@ -95,12 +97,14 @@ class ProcessEncoder:
     def __call__(self, gallery, work, config: EngineConfig, fingerprint: dict, chunks: Path,
                  results: _Results, progress: bool) -> None:
         tasks = chunk_tasks(gallery, work, config, chunks, results)
-        pool = ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"))
+        width = min(self.workers, len(tasks))
+        # the workers ignore Ctrl-C (the terminal sends it to them too): this process alone stops the build
+        pool = ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
         try:
             with progress_bar(gallery, work, progress) as bar:
-                futures = [pool.submit(_encode_in_pool_process, self.worker_class, config, fingerprint, *task) for task in tasks]
-                add_landed_chunks((future.result() for future in as_completed(futures)), fingerprint, results,
-                                  bar, self.chunks_by_worker, "")
+                add_landed_chunks(_one_chunk_per_worker(pool, width, self.worker_class, config, fingerprint, tasks),
+                                  fingerprint, results, bar, self.chunks_by_worker, "")
         except BrokenProcessPool as exc:
             finished = len(list(chunks.glob("*.json")))
             raise CGRSInputError(
@@ -108,5 +112,20 @@ class ProcessEncoder:
                 f"the build stopped; the {finished} chunks finished are kept in {chunks} and a rerun resumes "
                 f"from them ({exc})") from exc
         finally:
-            # the chunks in progress finish and are kept (a rerun reuses them); the others are not started
+            # on an error or Ctrl-C the chunks in progress are finished and kept (a rerun reuses them)
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _one_chunk_per_worker(pool: ProcessPoolExecutor, width: int, worker_class: type, config: EngineConfig,
+                          fingerprint: dict, tasks: list) -> Iterator[tuple[str, str, int]]:
+    """What each task returns, as it lands, with only ``width`` tasks handed to the pool at a time:
+    a stopped build then has nothing queued behind the chunks in progress."""
+    waiting = iter(tasks)
+    running = {pool.submit(_encode_in_pool_process, worker_class, config, fingerprint, *task)
+               for task in islice(waiting, width)}
+    while running:
+        done, running = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield future.result()
+            running |= {pool.submit(_encode_in_pool_process, worker_class, config, fingerprint, *task)
+                        for task in islice(waiting, 1)}

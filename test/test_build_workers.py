@@ -1,6 +1,11 @@
 """Index builds in worker processes of this machine (``cgrs-index --workers N``): the same index as
 one process, chunks from each worker, and a worker that dies costs only the unfinished chunks."""
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +18,7 @@ from cgrs_ros.index import build_index
 from index_checks import assert_same_as_a_local_build
 
 DIE_ON = "CGRS_TEST_DIE_ON_CHUNK"      # read by the worker processes, which inherit the environment
+GATE = "CGRS_TEST_GATE"                # a folder: a HeldWorker waits in each chunk until "release" is in it
 
 
 class DyingWorker(ChunkWorker):
@@ -25,10 +31,21 @@ class DyingWorker(ChunkWorker):
         return super().encode(stem, gallery, part)
 
 
+class HeldWorker(ChunkWorker):
+    """A worker that marks each chunk it starts in $CGRS_TEST_GATE and holds it until the test releases it."""
+
+    def encode(self, stem, gallery, part):
+        gate = Path(os.environ[GATE])
+        (gate / f"started-{Path(stem).name}").touch()
+        while not (gate / "release").exists():
+            time.sleep(0.05)
+        return super().encode(stem, gallery, part)
+
+
 @pytest.fixture
 def chunks_of_3(tiny_engine_config_path):
     settings = yaml.safe_load(tiny_engine_config_path.read_text())
-    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00001 .. chunk_00006
+    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00000 .. chunk_00005
     path = tiny_engine_config_path.parent / "chunks_of_3.yaml"            # its model paths are relative
     path.write_text(yaml.safe_dump(settings))
     return path
@@ -63,6 +80,42 @@ def test_a_worker_process_that_dies_stops_the_build_and_a_rerun_resumes(monkeypa
     assert meta["encoded"] == 18 - 3 * kept and meta["reused"] == 3 * kept
     assert sum(encoder.chunks_by_worker.values()) == 6 - kept
     assert_same_as_a_local_build(config, gallery, tmp_path / "idx", tmp_path / "local")
+
+
+def test_ctrl_c_finishes_and_keeps_the_chunks_in_progress_and_starts_no_other(tiny_gallery, chunks_of_3, tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the workers must not die of it in the
+    middle of a chunk, and the build must stop without starting the chunks still waiting."""
+    gate, out = tmp_path / "gate", tmp_path / "idx"
+    gate.mkdir()
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from test_build_workers import HeldWorker\n"
+              "from cgrs_ros.build_workers import ProcessEncoder\n"
+              "from cgrs_ros.config import load_engine_config\n"
+              "from cgrs_ros.gallery import read_manifest\n"
+              "from cgrs_ros.index import build_index\n"
+              f"build_index(read_manifest({str(tiny_gallery)!r}), load_engine_config({str(chunks_of_3)!r}), "
+              f"{str(out)!r}, progress=False, encoder=ProcessEncoder(2, HeldWorker))\n")
+    build = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, GATE: str(gate)},
+                             start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(gate.glob("started-*"))) < 2 and build.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(list(gate.glob("started-*"))) == 2, build.stderr.read() if build.poll() is not None else "timeout"
+        os.killpg(build.pid, signal.SIGINT)          # what Ctrl-C in its terminal does
+        time.sleep(1.0)
+        (gate / "release").touch()
+        _, stderr = build.communicate(timeout=120)
+    finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+    assert build.returncode != 0 and "KeyboardInterrupt" in stderr, stderr[-2000:]
+    assert sorted(p.name for p in gate.glob("started-*")) == ["started-chunk_00000", "started-chunk_00001"]
+    assert sorted(p.name for p in (out / ".build" / "chunks").glob("*.json")) == ["chunk_00000.json",
+                                                                               "chunk_00001.json"]
+    assert not (out / "index.json").exists()
+    meta = build_index(read_manifest(tiny_gallery), load_engine_config(chunks_of_3), out, progress=False)
+    assert meta["encoded"] == 12 and meta["reused"] == 6
 
 
 def test_a_model_that_will_not_load_in_a_worker_is_reported_as_it_is(tiny_gallery, chunks_of_3, tmp_path):

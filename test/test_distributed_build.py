@@ -69,7 +69,7 @@ def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local
     import cgrs_ros.distributed as distributed
 
     settings = yaml.safe_load(tiny_engine_config_path.read_text())
-    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00001 .. chunk_00006
+    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00000 .. chunk_00005
     config_path = tiny_engine_config_path.parent / "chunks_of_3.yaml"      # its model paths are relative
     config_path.write_text(yaml.safe_dump(settings))
     config, gallery = load_engine_config(config_path), read_manifest(tiny_gallery)
