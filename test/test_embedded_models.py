@@ -107,6 +107,31 @@ def test_retriever_embeddings_are_normalised_float32(models, world):
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
 
 
+def test_captions_that_end_early_raise_no_attention_mask_warning(models, world):
+    """Pads after a finished caption made transformers warn about a missing attention mask in every
+    build; the warning is filtered (cgrs_ros.models.captioners._PadsAfterTheEnd)."""
+    import logging
+
+    class Seen(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    seen, library = Seen(), logging.getLogger("transformers")     # it does not propagate to the root logger
+    logging.Logger.warning_once.cache_clear()        # transformers warns once per process
+    library.addHandler(seen)
+    try:
+        gallery = read_manifest(world)
+        captions = models.captioner.caption([Image.open(gallery.resolve(r)) for r in gallery.records[:24]])
+    finally:
+        library.removeHandler(seen)
+    assert len({len(c.split()) for c in captions}) > 1          # some ended before others: pads were fed
+    assert not [m for m in seen.messages if "input_ids may be padded" in m]
+
+
 def test_channels_last_images_give_the_vectors_of_contiguous_ones(config, models, world):
     """The retriever feeds its image tower channels-last batches (faster convolutions); the layout
     must not move the vectors."""

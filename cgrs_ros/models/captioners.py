@@ -10,6 +10,7 @@ Both load a hub id or a local folder through transformers' Auto classes and gene
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Protocol, Sequence
 
 import torch
@@ -25,6 +26,22 @@ CAPTIONERS: Registry["Captioner"] = Registry("captioner")
 DEFAULT_CHAT_PROMPT = ("Describe this aerial image of a place for a drone pilot: the main building, its roof "
                        "colour and shape, and what lies around it (roads, water, pools, parking, fields) "
                        "with directions. One or two sentences.")
+
+
+class _PadsAfterTheEnd(logging.Filter):
+    """Drops transformers' "passing in an `attention_mask` ... input_ids may be padded" warning.
+
+    transformers drops an all-ones attention mask before generating (it is implied), and then warns,
+    once per process, as soon as a caption that has ended is extended with pad tokens: those tokens
+    come after the end of their caption and are never read.  The prompts of a batch are always passed
+    with the processor's own mask, so the warning can only be about those pads.  It used to print
+    in every build and node start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "input_ids may be padded" not in record.getMessage()
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(_PadsAfterTheEnd())
 
 
 class Captioner(Protocol):
