@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     imports = [import_seconds() for _ in range(args.repeats)]
     rows["imports of a fresh process (torch, transformers, open_clip)"] = {
         "s median": round(statistics.median(imports), 2), "s runs": [round(t, 2) for t in imports]}
-    result = {"images": len(gallery), "worker images": len(large), "repeats": args.repeats, "torch_threads": config.threads,
+    result = {"images": len(gallery), "worker images": len(large), "repeats": args.repeats,
+              "torch_threads": config.threads,
               "batch_size": config.index.batch_size, "captioner batch_size": config.captioner.get("batch_size"),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus",
               "load_average_1m_at_end": round(os.getloadavg()[0], 2), "rows": rows}

@@ -4,10 +4,10 @@ Why this shape: a country-scale gallery (millions of images) is days of captioni
 The build itself stays :func:`cgrs_ros.index.build_index` (the lock, what is reused, the commit);
 only the encoding of its work list is handed to a pool of Ray actors, each loading the models once
 (one GPU each where the cluster has GPUs): the :class:`~cgrs_ros.build_workers.ChunkWorker` that
-``cgrs-index --workers N`` runs as processes on one machine.  Each task is one chunk of ``index.chunk_size`` images
-that the worker writes into ``<index>/.build/chunks`` exactly as a local build would (arrays
-first, JSON last), so a worker that dies loses only its unfinished chunk: Ray retries it, and a
-rerun of the build resumes from the finished ones.
+``cgrs-index --workers N`` runs as processes of one machine.  Each task is one chunk of
+``index.chunk_size`` images that the worker writes into ``<index>/.build/chunks`` exactly as a local
+build would (arrays first, JSON last), so a worker that dies loses only its unfinished chunk: Ray
+retries it, and a rerun of the build resumes from the finished ones.
 
 Workers read the gallery's images and write the index folder themselves: every node must see both
 at the same paths (a shared filesystem: NFS, Lustre, EFS...) and have cgrs_ros installed.
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .build_workers import ChunkWorker, add_landed_chunks, chunk_tasks
 from .config import EngineConfig
 from .errors import CGRSInputError
 from .gallery import Gallery
-from .build_workers import ChunkWorker, add_landed_chunks, chunk_tasks
 from .index import _Results, build_index, progress_bar
 
 INSTALL_HINT = 'pip install "cgrs_ros[distributed]" (or pip install ray)'

@@ -157,15 +157,17 @@ class ImageToTextCaptioner(TransformersCaptioner):
         config."""
         from transformers import VisionEncoderDecoderModel
 
-        if not isinstance(self.model, VisionEncoderDecoderModel) or "input_ids" in inputs:
+        generation = copy.deepcopy(self.model.generation_config)
+        generation.update(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=False)
+        # the first decoder token, as transformers picks it (its own generate raises where there is none)
+        first = next((t for t in (generation.decoder_start_token_id, generation.bos_token_id) if t is not None), None)
+        if not isinstance(self.model, VisionEncoderDecoderModel) or "input_ids" in inputs or not isinstance(first, int):
             return super()._generate(inputs)
         states = self.model.encoder(pixel_values=inputs["pixel_values"]).last_hidden_state
         projection = getattr(self.model, "enc_to_dec_proj", None)   # made only where the widths differ
         if projection is not None:
             states = projection(states)
-        generation = copy.deepcopy(self.model.generation_config)
-        generation.update(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=False)
-        start = torch.full((len(states), 1), generation.decoder_start_token_id, device=states.device)
+        start = torch.full((len(states), 1), first, device=states.device)
         return self.model.decoder.generate(input_ids=start, attention_mask=torch.ones_like(start),
                                            encoder_hidden_states=states, generation_config=generation)
 
