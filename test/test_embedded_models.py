@@ -107,6 +107,33 @@ def test_retriever_embeddings_are_normalised_float32(models, world):
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
 
 
+def test_a_captioner_batch_that_runs_out_of_gpu_memory_is_split_and_the_captions_are_the_same(models, world):
+    """An out-of-memory error in a batch (raised here for batches over 8, as a GPU would) halves the
+    batch size for good; no image is lost or captioned twice."""
+    import torch
+
+    captioner = models.captioner
+    gallery = read_manifest(world)
+    images = [Image.open(gallery.resolve(r)) for r in gallery.records[:20]]
+    expected = captioner.caption(images)
+    real_generate, tried = captioner._generate, []
+
+    def generate_on_a_small_gpu(inputs):
+        tried.append(len(inputs["pixel_values"]))
+        if len(inputs["pixel_values"]) > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+        return real_generate(inputs)
+
+    captioner._generate, size = generate_on_a_small_gpu, captioner.batch_size
+    assert size >= 20                                  # the 20 images start as one batch
+    try:
+        assert captioner.caption(images) == expected
+        assert captioner.batch_size == 5 and tried == [20, 10, 5, 5, 5, 5]
+    finally:
+        del captioner._generate
+        captioner.batch_size = size
+
+
 def test_captions_that_end_early_raise_no_attention_mask_warning(models, world):
     """Pads after a finished caption made transformers warn about a missing attention mask in every
     build; the warning is filtered (cgrs_ros.models.captioners._PadsAfterTheEnd)."""

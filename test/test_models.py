@@ -129,3 +129,25 @@ def test_quick_gelu_hint_from_names_and_safetensors_metadata(arch_and_weights, t
         save_file(state, str(path), metadata=metadata)
         hint = quick_gelu_hint([str(path)])
         assert (hint is None) if expected is None else (expected in hint)
+
+
+def test_batches_are_halved_until_they_fit_the_accelerator_memory_and_stay_there(caplog):
+    from cgrs_ros.models.device import in_fitting_batches
+
+    sizes = []
+
+    def step(batch):
+        sizes.append(len(batch))
+        if len(batch) > 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [item * 10 for item in batch]
+
+    outputs, size = in_fitting_batches(list(range(23)), 16, step, "captioner x")
+    assert outputs == [item * 10 for item in range(23)] and size == 4
+    assert sizes == [16, 8, 4, 4, 4, 4, 4, 3]                 # the failed batch is run again, smaller
+    assert "captioner x: out of accelerator memory with a batch of 16; batches of 8" in caplog.text
+    assert in_fitting_batches([1, 2], size, step, "x") == ([10, 20], 4)     # the caller keeps the size
+    with pytest.raises(torch.cuda.OutOfMemoryError):                      # nothing smaller to try
+        in_fitting_batches([1], 1, lambda batch: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")), "x")
+    with pytest.raises(RuntimeError, match="shape mismatch"):             # other errors are not retried
+        in_fitting_batches([1, 2], 2, lambda batch: (_ for _ in ()).throw(RuntimeError("shape mismatch")), "x")

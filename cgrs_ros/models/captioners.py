@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import CGRSInputError
-from .device import resolve_device, resolve_dtype
+from .device import in_fitting_batches, resolve_device, resolve_dtype
 from .local_weights import resolve_model_path
 from .registry import Registry
 
@@ -115,17 +115,20 @@ class TransformersCaptioner:
                                    do_sample=False)
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        captions: list[str] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [image.convert("RGB") for image in images[start:start + self.batch_size]]
-            inputs = {k: v.to(self.device) for k, v in self._inputs(batch).items()}
-            if "pixel_values" in inputs:
-                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-            with torch.inference_mode():
-                ids = self._generate(inputs)
-            texts = self.processor.batch_decode(self._strip_prompt(ids, inputs), skip_special_tokens=True)
-            captions.extend(" ".join(text.split()) for text in texts)
+        """One caption per image, in batches of ``batch_size`` (halved for good if one runs the GPU
+        out of memory)."""
+        captions, self.batch_size = in_fitting_batches(list(images), self.batch_size, self._caption_batch,
+                                                       f"captioner {self._spec['model']}")
         return captions
+
+    def _caption_batch(self, images: Sequence[Image.Image]) -> list[str]:
+        inputs = {k: v.to(self.device) for k, v in self._inputs([image.convert("RGB") for image in images]).items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            ids = self._generate(inputs)
+        texts = self.processor.batch_decode(self._strip_prompt(ids, inputs), skip_special_tokens=True)
+        return [" ".join(text.split()) for text in texts]
 
     def fingerprint(self) -> dict:
         return dict(self._spec)

@@ -1,9 +1,15 @@
-"""Device and dtype choice shared by every model: CUDA when present, fp16 there, fp32 on CPU."""
+"""Device and dtype choice shared by every model (CUDA when present, fp16 there, fp32 on CPU), CPU
+threads, and batches that fit the accelerator's memory."""
 from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
 
 import torch
 
 from ..errors import CGRSInputError
+
+_log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -49,3 +55,36 @@ def apply_threads(threads: int | str) -> int:
         return count
     faiss.omp_set_num_threads(count)
     return count
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator running out of memory (CUDA's error, or MPS's RuntimeError)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "MPS backend out of memory" in str(exc))
+
+
+def in_fitting_batches(items: Sequence, size: int, step: Callable[[Sequence], list], what: str) -> tuple[list, int]:
+    """``step`` over ``items`` in batches of ``size``, halving the batch whenever one runs the
+    accelerator out of memory and running it again; returns (the steps' outputs joined, the
+    size that fitted), which the caller keeps for its next call.
+
+    Why: a batch size right for one GPU (or one model, or one image size) runs another out of memory
+    half way through a build of hours; a smaller batch is slower, a crash loses the chunk in progress.
+    An out-of-memory with a batch of one is raised as it is."""
+    outputs: list = []
+    start = 0
+    while start < len(items):
+        batch = items[start:start + size]
+        try:
+            outputs.extend(step(batch))
+        except RuntimeError as exc:
+            if not out_of_memory(exc) or len(batch) == 1:
+                raise
+            size = max(1, len(batch) // 2)
+            _log.warning("%s: out of accelerator memory with a batch of %d; batches of %d from now on",
+                         what, len(batch), size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start += len(batch)
+    return outputs, size

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import CGRSInputError
-from .device import resolve_device, resolve_dtype
+from .device import in_fitting_batches, resolve_device, resolve_dtype
 from .local_weights import resolve_model_path
 from .onnx_text import PositionalInputs, choose_runtime, onnx_or_none, release_weights
 from .registry import Registry
@@ -127,6 +127,13 @@ class OpenClipRetriever:
             release_weights(self.model.text)      # a separate text tower (CustomTextCLIP): only ONNX reads it
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Unit vectors, one row per image, in batches of ``batch_size`` (halved for good if one runs
+        the GPU out of memory)."""
+        rows, self.batch_size = in_fitting_batches(list(images), self.batch_size, self._encode_image_batch,
+                                                   f"retriever {self._spec['model']}")
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), self.embedding_dim)
+
+    def _encode_image_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         batch = torch.stack([self.preprocess(image.convert("RGB")) for image in images])
         with torch.inference_mode():
             features = self.model.encode_image(batch.to(self.device, dtype=self.dtype,
