@@ -242,7 +242,8 @@ def test_loader_threads_is_validated(tiny_config, value):
 
 
 def test_a_build_loads_the_text_model_only_where_it_stores_caption_vectors(tiny_config):
-    """A clause matcher or a cross-encoder compares texts at query time: a build has no use for it."""
+    """A clause matcher or a cross-encoder compares texts at query time: a build has no use for it,
+    nor for the retriever's ONNX text encoder."""
     from dataclasses import replace
 
     from cgrs_ros.index import load_build_models
@@ -253,6 +254,7 @@ def test_a_build_loads_the_text_model_only_where_it_stores_caption_vectors(tiny_
         try:
             assert models.retriever is not None and models.captioner is not None
             assert (models.text_similarity is not None) == loaded, name
+            assert models.retriever.text_runtime == "torch"      # a build encodes no query text: no ONNX export
         finally:
             models.close()
     models = load_build_models(replace(tiny_config, index=replace(tiny_config.index, captions="none")))

@@ -105,7 +105,7 @@ class OpenClipRetriever:
             _load_partial_checkpoint(open_clip, self.model, checkpoint, model_kwargs)
         self.model = self.model.to(self.device, dtype=self.dtype).eval()
         # Channels-last images: oneDNN's CPU convolutions (and cuDNN's fp16 ones) run fastest on them; with
-        # the embedded ResNet tower, builds without captions ran 1.06x and 1.35x as fast in two runs of
+        # the embedded ResNet tower, builds without captions ran 1.06-1.35x as fast in three runs of
         # bench/build_benchmark.py; a ViT only changes the layout of its patch embedding.  Same vectors.
         self._image_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.visual.to(memory_format=self._image_format)
