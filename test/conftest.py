@@ -29,6 +29,19 @@ def tiny_engine_config_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chunks_of_3(tiny_engine_config_path) -> Path:
+    """The tiny engine config with chunks of 3 images (the tiny gallery's 18: chunk_00000 .. chunk_00005),
+    for the builds spread over workers."""
+    import yaml
+
+    settings = yaml.safe_load(tiny_engine_config_path.read_text())
+    settings.setdefault("index", {})["chunk_size"] = 3
+    path = tiny_engine_config_path.parent / "chunks_of_3.yaml"      # beside it: its model paths are relative
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_engine_files(tiny_gallery, tiny_engine_config_path, tmp_path_factory) -> tuple[Path, Path]:
     """(engine config path, index folder) of a complete index of the tiny gallery."""
     from cgrs_ros.config import load_engine_config

@@ -42,15 +42,6 @@ class HeldWorker(ChunkWorker):
         return super().encode(stem, gallery, part)
 
 
-@pytest.fixture
-def chunks_of_3(tiny_engine_config_path):
-    settings = yaml.safe_load(tiny_engine_config_path.read_text())
-    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00000 .. chunk_00005
-    path = tiny_engine_config_path.parent / "chunks_of_3.yaml"            # its model paths are relative
-    path.write_text(yaml.safe_dump(settings))
-    return path
-
-
 def test_two_worker_processes_build_the_same_index_as_one_process(capsys, tiny_gallery, chunks_of_3, tmp_path):
     from cgrs_ros.cli.index import main
 

@@ -6,7 +6,6 @@ import os
 import sys
 
 import pytest
-import yaml
 
 from cgrs_ros.config import load_engine_config
 from cgrs_ros.distributed import build_index_with_ray
@@ -40,20 +39,16 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch, capsys, tiny_
 
 
 def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, tiny_gallery,
-                                                         tiny_engine_config_path, tmp_path):
+                                                         chunks_of_3, tmp_path):
     from cgrs_ros.cli.index import main
 
-    settings = yaml.safe_load(tiny_engine_config_path.read_text())
-    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: 6 chunks
-    config_path = tiny_engine_config_path.parent / "chunks_of_3.yaml"
-    config_path.write_text(yaml.safe_dump(settings))
     # the CLI keeps the fixture's connection to the 2-CPU cluster (`--ray` alone would start one)
-    assert main(["--gallery", str(tiny_gallery), "--config", str(config_path), "--out", str(tmp_path / "ray"),
+    assert main(["--gallery", str(tiny_gallery), "--config", str(chunks_of_3), "--out", str(tmp_path / "ray"),
                  "--ray", "--workers", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "6 chunks encoded by 2 Ray workers" in out and "18 encoded, 0 reused" in out, out
 
-    config, gallery = load_engine_config(config_path), read_manifest(tiny_gallery)
+    config, gallery = load_engine_config(chunks_of_3), read_manifest(tiny_gallery)
     assert_same_as_a_local_build(config, gallery, tmp_path / "ray", tmp_path / "local")
     assert not (tmp_path / "ray" / ".build").exists()
     # a normal index: a later local build finds nothing to do
@@ -61,18 +56,14 @@ def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, 
 
 
 def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local_cluster, monkeypatch, tiny_gallery,
-                                                                          tiny_engine_config_path, tmp_path):
+                                                                          chunks_of_3, tmp_path):
     """A worker process that dies in the middle of a chunk (killed, out of memory) loses that chunk
     only: Ray restarts it and the chunk is encoded again.  A chunk that kills every worker it meets
     fails the build once the retries are spent, with an error that says so and where the finished
     chunks are, and a rerun encodes only the chunks that had not finished."""
     import cgrs_ros.distributed as distributed
 
-    settings = yaml.safe_load(tiny_engine_config_path.read_text())
-    settings.setdefault("index", {})["chunk_size"] = 3                  # 18 images: chunk_00000 .. chunk_00005
-    config_path = tiny_engine_config_path.parent / "chunks_of_3.yaml"      # its model paths are relative
-    config_path.write_text(yaml.safe_dump(settings))
-    config, gallery = load_engine_config(config_path), read_manifest(tiny_gallery)
+    config, gallery = load_engine_config(chunks_of_3), read_manifest(tiny_gallery)
     deaths = tmp_path / "deaths"
     deaths.mkdir()
 
