@@ -11,7 +11,6 @@ from cgrs_ros.config import load_engine_config
 from cgrs_ros.distributed import build_index_with_ray
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.gallery import read_manifest
-from cgrs_ros.index import build_index
 from index_checks import assert_same_as_a_local_build
 
 
@@ -50,9 +49,6 @@ def test_two_workers_build_the_same_index_as_one_process(local_cluster, capsys, 
 
     config, gallery = load_engine_config(chunks_of_3), read_manifest(tiny_gallery)
     assert_same_as_a_local_build(config, gallery, tmp_path / "ray", tmp_path / "local")
-    assert not (tmp_path / "ray" / ".build").exists()
-    # a normal index: a later local build finds nothing to do
-    assert build_index(gallery, config, tmp_path / "ray", progress=False)["up_to_date"]
 
 
 def test_a_worker_killed_mid_chunk_is_restarted_and_a_failed_build_resumes(local_cluster, monkeypatch, tiny_gallery,
