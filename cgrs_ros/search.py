@@ -63,9 +63,21 @@ def search_spec(value) -> dict:
 def exact_scores(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Cosine of the stored vectors of ``rows`` with ``query``: the score every backend ranks by.
 
-    Summed per row in float64 in one fixed order (not by BLAS, whose rounding depends on where a
-    row sits in the block): equal vectors get equal scores, so ties fall to the row order."""
-    return (np.asarray(vectors[rows], dtype=np.float64) * np.asarray(query, dtype=np.float64)).sum(axis=1)
+    Summed per row in float64 in one fixed order (``einsum``'s loop, not BLAS, whose rounding depends
+    on where a row sits in the block): equal vectors get equal scores, so ties fall to the row order.
+    The float16 rows are widened by torch (vectorised; numpy converts float16 one value at a time):
+    a cached query scores ~2,000 candidate views, 0.7 ms this way against 3.6-10 ms for numpy's
+    float64 copy and product (same values; widening float16 to float32 is exact)."""
+    return np.einsum("ij,j->i", _as_float32(vectors[rows]), np.asarray(query, dtype=np.float64), dtype=np.float64)
+
+
+def _as_float32(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    if vectors.dtype != np.float16:
+        return vectors.astype(np.float32, copy=False)
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(vectors)).float().numpy()
 
 
 def best_first(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from cgrs_ros.engine import CGRSEngine
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.gallery import read_manifest
 from cgrs_ros.index import build_index, load_index
-from cgrs_ros.search import ExactSearch
+from cgrs_ros.search import ExactSearch, exact_scores
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -40,6 +40,25 @@ def test_exact_search_is_the_brute_force_ranking_with_ties_by_row(k, kernel, mon
     for query in (vectors[1500].astype(np.float32), _unit(centre[None])[0].astype(np.float32),
                   _unit(rng.standard_normal((1, 32)))[0].astype(np.float32)):
         assert search.search(query, k).tolist() == _brute_force(vectors, query, k)
+
+
+def test_exact_scores_are_float64_sums_and_equal_for_equal_vectors_wherever_they_sit():
+    """The score every backend ranks by: float64 dot products of the stored values (float16 widened
+    exactly) with the query at its own precision, one fixed order per row, so duplicates tie."""
+    rng = np.random.default_rng(3)
+    vectors = _unit(rng.standard_normal((2000, 256)))
+    vectors[[7, 1001, 1999]] = vectors[0]
+    query = rng.standard_normal(256)
+    query /= np.linalg.norm(query)                     # float64, bits that float32 would drop
+    rows = np.array([1999, 5, 0, 1001, 42, 7, 3, 1000])
+    scores = exact_scores(vectors, rows, query)
+    assert scores.dtype == np.float64
+    expected = vectors[rows].astype(np.float64) @ query
+    assert np.allclose(scores, expected, rtol=0, atol=1e-13)
+    assert len({scores[0], scores[2], scores[3], scores[5]}) == 1          # the four copies of row 0
+    assert not np.allclose(scores, vectors[rows].astype(np.float64) @ query.astype(np.float32), rtol=0, atol=1e-10)
+    # float32 vectors (an index assembled in memory) score alike
+    assert np.allclose(exact_scores(vectors.astype(np.float32), rows, query), scores, rtol=0, atol=1e-13)
 
 
 def test_the_float16_scan_reads_the_memory_map_itself(tmp_path):
