@@ -331,15 +331,19 @@ class CGRSEngine:
         positions = np.concatenate([by_place[starts][place_order],
                                     rests[np.argsort(place_rank[place_of[rests]], kind="stable")]])
         rows = views[positions]
-        tail = candidates[~np.isin(candidates, rows)][:max(0, depth - len(rows))]
+        # the coarse order past the candidate places, when ``depth`` asks for more rows than they have
+        tail = (candidates[~np.isin(candidates, rows)][:depth - len(rows)] if depth > len(rows)
+                else candidates[:0])
         fused, coarse, pooled = place_fused.tolist(), place_coarse.tolist(), place_caption.tolist()
+        grouped = views[by_place]            # each place's views best first, one place after another
+        first, last = starts.tolist(), (starts + sizes).tolist()
         return Ranking(
             rows=np.concatenate([rows, tail]),
             coarse=np.concatenate([view_coarse[positions], self.coarse_scores(query_vector, tail)]),
             caption=None if caption is None else np.concatenate([caption[positions], np.full(len(tail), np.nan)]),
             fused=np.concatenate([view_fused[positions], np.full(len(tail), np.nan)]),
             captions=None if captions is None else [captions[p] for p in positions.tolist()] + [None] * len(tail),
-            places=[RankedPlace(fused[i], coarse[i], pooled[i], views[by_place[starts[i]:starts[i] + sizes[i]]])
+            places=[RankedPlace(fused[i], coarse[i], pooled[i], grouped[first[i]:last[i]])
                     for i in place_order.tolist()], error=error, captioned=captioned,
             seconds={"search": searched - started, "captions": matched - searched,
                      "rerank": time.perf_counter() - matched})
