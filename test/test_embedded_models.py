@@ -91,8 +91,51 @@ def test_captions_decoded_from_the_image_states_once_equal_the_models_own_genera
         captioner.num_beams = 1
     decode = captioner.processor.batch_decode
     assert decode(fast, skip_special_tokens=True) == decode(whole, skip_special_tokens=True)
+    assert torch.equal(fast, whole)                       # pads after each end too
     assert len({text for text in decode(fast, skip_special_tokens=True)}) > 3     # real, varied captions
     assert hasattr(captioner.model, "enc_to_dec_proj")   # the path that skips the per-step projection
+
+
+@pytest.mark.parametrize("cache_drops_rows", [True, False])
+def test_greedy_captions_that_end_leave_the_batch_with_the_same_tokens(models, world, monkeypatch, cache_drops_rows):
+    """Plain greedy decoding drops the rows whose caption ended (their cached keys and values too);
+    a cache that cannot drop rows keeps them, padding.  Either way the tokens are ``generate``'s."""
+    import torch
+    from transformers import EncoderDecoderCache
+
+    from cgrs_ros.models import captioners
+
+    captioner = models.captioner
+    assert captioners._plain_greedy(captioner.generation_config())
+    kept_sizes = []
+    if cache_drops_rows:
+        drop = EncoderDecoderCache.batch_select_indices
+        monkeypatch.setattr(EncoderDecoderCache, "batch_select_indices",
+                            lambda cache, kept: (kept_sizes.append(len(kept)), drop(cache, kept))[1])
+    else:                            # as a legacy tuple cache (older transformers) has no such method
+        for kind in EncoderDecoderCache.__mro__:
+            if "batch_select_indices" in vars(kind):
+                monkeypatch.delattr(kind, "batch_select_indices")
+    gallery = read_manifest(world)
+    images = [Image.open(gallery.resolve(r)).convert("RGB") for r in gallery.records[24:56]]
+    inputs = captioner._inputs(images)
+    with torch.inference_mode():
+        fast = captioner._generate(inputs)
+        whole = captioners.TransformersCaptioner._generate(captioner, inputs)
+    assert torch.equal(fast, whole)
+    assert (bool(kept_sizes) and kept_sizes[-1] < len(images)) == cache_drops_rows       # rows did leave
+
+
+def test_only_plain_greedy_settings_take_the_row_dropping_loop():
+    from transformers import GenerationConfig
+
+    from cgrs_ros.models.captioners import _plain_greedy
+
+    plain = dict(max_new_tokens=20, eos_token_id=2, pad_token_id=0, decoder_start_token_id=1)
+    assert _plain_greedy(GenerationConfig(**plain))
+    for other in ({"num_beams": 2}, {"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 3},
+                  {"min_new_tokens": 5}, {"do_sample": True}, {"max_new_tokens": None}):
+        assert not _plain_greedy(GenerationConfig(**dict(plain, **other))), other
 
 
 def test_retriever_embeddings_are_normalised_float32(models, world):
