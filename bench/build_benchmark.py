@@ -1,6 +1,7 @@
 """Index-build throughput (images/s) with the embedded models: captions all / none x background
 decoding threads (``index.loader_threads``), one torch thread, models loaded once, median of repeats;
-the captioner's generate of the whole model (before) against its decoder-only fast path; and whole
+the captioner's generate of the whole model (before) against its decoder-only fast path, and its
+decoding of every caption to its batch's longest (before) against dropping the ended ones; and whole
 builds in 1 process against N worker processes (``cgrs-index --workers N``).
 
     .venv/bin/python bench/build_benchmark.py            # 256 images of the test world, 3 repeats;
@@ -27,6 +28,7 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from unittest.mock import patch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -36,6 +38,7 @@ from cgrs_ros.config import load_engine_config  # noqa: E402
 from cgrs_ros.gallery import read_manifest  # noqa: E402
 from cgrs_ros.index import build_index  # noqa: E402
 from cgrs_ros.models import RETRIEVERS, load_models  # noqa: E402
+from cgrs_ros.models import captioners  # noqa: E402
 from cgrs_ros.models.captioners import TransformersCaptioner  # noqa: E402
 from cgrs_ros.models.device import apply_threads  # noqa: E402
 
@@ -82,35 +85,49 @@ def main(argv=None) -> int:
     models = load_models(config)
     rows = {}
 
-    def add_row(name, timed):
-        rates = [timed() for _ in range(args.repeats)]
-        rows[name] = {"img/s median": round(statistics.median(rates), 1), "img/s runs": [round(r, 1) for r in rates]}
+    def add_rows(calls: dict) -> None:
+        """Each named build ``args.repeats`` times, the calls taking turns (the order rotating), so that
+        a drifting machine weighs on a change and its "before" alike."""
+        rates = {name: [] for name in calls}
+        names = list(calls)
+        for repeat in range(args.repeats):
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                rates[name].append(calls[name]())
+        for name, runs in rates.items():
+            rows[name] = {"img/s median": round(statistics.median(runs), 1), "img/s runs": [round(r, 1) for r in runs]}
         print(json.dumps(rows), flush=True)
+
+    def before(target, attribute, value, call):
+        def run():
+            with patch.object(target, attribute, value):
+                return call()
+        return run
 
     try:
         build_rate(config, gallery, models)                  # warm-up: first-call allocations
         for captions in ("all", "none"):
-            for threads in (int(t) for t in args.loader_threads.split(",")):
-                setting = replace(config, index=replace(config.index, captions=captions, loader_threads=threads))
-                add_row(f"captions {captions}, loader_threads {threads}", lambda: build_rate(setting, gallery, models))
+            add_rows({f"captions {captions}, loader_threads {threads}": partial(
+                build_rate, replace(config, index=replace(config.index, captions=captions, loader_threads=threads)),
+                gallery, models) for threads in (int(t) for t in args.loader_threads.split(","))})
         inline = replace(config, index=replace(config.index, loader_threads=0))
-        models.captioner._generate = partial(TransformersCaptioner._generate, models.captioner)
-        add_row("captions all, loader_threads 0, the whole model's generate (before)",
-                lambda: build_rate(inline, gallery, models))
-        del models.captioner._generate                      # back to the decoder-only fast path
-        fast_retriever = models.retriever
-        models.retriever = RETRIEVERS.build({**config.model_spec("retriever"), "channels_last": False})
-        bare = replace(inline, index=replace(inline.index, captions="none"))
-        add_row("captions none, loader_threads 0, retriever channels_last false (before)",
-                lambda: build_rate(bare, gallery, models))
-        models.retriever.close()
-        models.retriever = fast_retriever
+        captioned = partial(build_rate, inline, gallery, models)
+        add_rows({"captions all, loader_threads 0 (in turns with its befores)": captioned,
+                  "captions all, loader_threads 0, the whole model's generate (before)": before(
+                      models.captioner, "_generate", partial(TransformersCaptioner._generate, models.captioner), captioned),
+                  "captions all, loader_threads 0, every caption decoded to its batch's end (before)": before(
+                      captioners, "_plain_greedy", lambda generation: False, captioned)})
+        bare = partial(build_rate, replace(inline, index=replace(inline.index, captions="none")), gallery, models)
+        contiguous = RETRIEVERS.build({**config.model_spec("retriever"), "channels_last": False})
+        add_rows({"captions none, loader_threads 0 (in turns with its before)": bare,
+                  "captions none, loader_threads 0, retriever channels_last false (before)": before(
+                      models, "retriever", contiguous, bare)})
+        contiguous.close()
         for pair in filter(None, args.batches.split(",")):
             index_batch, caption_batch = (int(n) for n in pair.split(":"))
             setting = replace(config, index=replace(config.index, batch_size=index_batch))
             models.captioner.batch_size = caption_batch      # a generate() call's batch, read per call
-            add_row(f"captions all, batch_size {index_batch}, captioner batch_size {caption_batch}",
-                    lambda: build_rate(setting, gallery, models))
+            add_rows({f"captions all, batch_size {index_batch}, captioner batch_size {caption_batch}":
+                      partial(build_rate, setting, gallery, models)})
     finally:
         models.close()
     # Whole builds as cgrs-index runs them, and the fixed start-up (loading models; with workers, also
