@@ -162,8 +162,8 @@ class ImageToTextCaptioner(TransformersCaptioner):
         encoder's states to the decoder's width again each time (``enc_to_dec_proj``), though the
         cross-attention reads them only at the first step: builds with the embedded captioner run
         1.2-1.3x as fast without it (bench/build_benchmark.py).  Projecting once and letting the decoder
-        generate gives the same tokens (test/test_embedded_models.py) under the same generation
-        config."""
+        generate (with plain greedy settings, the loop below that drops ended captions) gives the same
+        tokens (test/test_embedded_models.py) under the same generation config."""
         from transformers import VisionEncoderDecoderModel
 
         generation = self.generation_config()
@@ -204,10 +204,11 @@ def _greedy_dropping_finished(decoder, states: torch.Tensor, first: int, generat
     """Greedy decoding of a batch that stops computing a caption once it has ended.
 
     ``generate`` decodes every row of a batch until the longest caption ends; the embedded
-    captioner's captions vary from 22 to 53 tokens, so about a fifth of its decoding steps extend
-    finished captions with pads.  Here the rows that ended leave the batch, and with them their
-    states and cached keys and values (``Cache.batch_select_indices``).  Each row's tokens are
-    those of ``generate`` (test/test_embedded_models.py); the output is padded as it pads.
+    captioner's captions differ in length by more than twofold, so a batch's short captions took
+    many steps of pads (builds 1.13x as fast without them, bench/build_benchmark.py).  Here the rows
+    that ended leave the batch, and with them their states and cached keys and values
+    (``Cache.batch_select_indices``).  Each row's tokens are those of ``generate``
+    (test/test_embedded_models.py); the output is padded as it pads.
     """
     ends = torch.tensor(generation.eos_token_id if generation.eos_token_id is not None else [],
                         dtype=torch.long, device=states.device).reshape(-1)
