@@ -57,8 +57,9 @@ def test_exact_scores_are_float64_sums_and_equal_for_equal_vectors_wherever_they
     assert np.allclose(scores, expected, rtol=0, atol=1e-13)
     assert len({scores[0], scores[2], scores[3], scores[5]}) == 1          # the four copies of row 0
     assert not np.allclose(scores, vectors[rows].astype(np.float64) @ query.astype(np.float32), rtol=0, atol=1e-10)
-    # float32 vectors (an index assembled in memory) score alike
-    assert np.allclose(exact_scores(vectors.astype(np.float32), rows, query), scores, rtol=0, atol=1e-13)
+    # float32 or float64 vectors (an index assembled in memory) score alike
+    for dtype in (np.float32, np.float64):
+        assert np.allclose(exact_scores(vectors.astype(dtype), rows, query), scores, rtol=0, atol=1e-13), dtype
 
 
 def test_the_float16_scan_reads_the_memory_map_itself(tmp_path):
