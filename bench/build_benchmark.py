@@ -44,6 +44,7 @@ from cgrs_ros.models.device import apply_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recall_benchmark import SPLITS, prepare_world  # noqa: E402
+from scale_benchmark import timed_in_turn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,13 +87,11 @@ def main(argv=None) -> int:
     rows = {}
 
     def add_rows(calls: dict) -> None:
-        """Each named build ``args.repeats`` times, the calls taking turns (the order rotating), so that
-        a drifting machine weighs on a change and its "before" alike."""
-        rates = {name: [] for name in calls}
-        names = list(calls)
-        for repeat in range(args.repeats):
-            for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-                rates[name].append(calls[name]())
+        """Each named build ``args.repeats`` times, the calls taking turns (the order rotating:
+        scale_benchmark's ``timed_in_turn``), so that a drifting machine weighs on a change and its
+        "before" alike.  A row is the img/s each build returns."""
+        _, rates = timed_in_turn({name: (lambda repeat, call=call: call()) for name, call in calls.items()},
+                                 list(range(args.repeats)), warmup=0)
         for name, runs in rates.items():
             rows[name] = {"img/s median": round(statistics.median(runs), 1), "img/s runs": [round(r, 1) for r in runs]}
         print(json.dumps(rows), flush=True)

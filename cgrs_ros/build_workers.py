@@ -120,12 +120,14 @@ def _one_chunk_per_worker(pool: ProcessPoolExecutor, width: int, worker_class: t
                           fingerprint: dict, tasks: list) -> Iterator[tuple[str, str, int]]:
     """What each task returns, as it lands, with only ``width`` tasks handed to the pool at a time:
     a stopped build then has nothing queued behind the chunks in progress."""
+    def start(count: int) -> set:
+        return {pool.submit(_encode_in_pool_process, worker_class, config, fingerprint, *task)
+                for task in islice(waiting, count)}
+
     waiting = iter(tasks)
-    running = {pool.submit(_encode_in_pool_process, worker_class, config, fingerprint, *task)
-               for task in islice(waiting, width)}
+    running = start(width)
     while running:
         done, running = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             yield future.result()
-            running |= {pool.submit(_encode_in_pool_process, worker_class, config, fingerprint, *task)
-                        for task in islice(waiting, 1)}
+            running |= start(1)
