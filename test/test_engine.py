@@ -63,6 +63,24 @@ def test_batch_evaluation_ranks_exactly_as_the_engine_answers(engine):
             assert [m.row for m in served.matches] == rows[:5].tolist(), (grouping, text)
 
 
+def test_a_ranking_deeper_than_its_candidate_places_goes_on_in_the_coarse_order(engine):
+    """Asked for more rows than the candidate places hold (an evaluation depth), the ranking lists the
+    reranked views, then the next coarse matches, best first, with no fused or caption score."""
+    text = "a red roof"
+    vector = engine.models.retriever.encode_texts([text])[0]
+    settings = replace(engine.config.retrieval, top_k=2, grouping="none", caption_mode="cached")
+    ranking = engine.rank(vector, text, settings, 8)
+    head = sum(len(place.rows) for place in ranking.places)
+    assert head == 2 and len(ranking.rows) == 8 and len(set(ranking.rows.tolist())) == 8
+    coarse = engine.coarse(vector, 8).tolist()
+    assert ranking.rows[head:].tolist() == [row for row in coarse if row not in ranking.rows[:head].tolist()][:6]
+    assert np.isnan(ranking.fused[head:]).all() and np.isnan(ranking.caption[head:]).all()
+    assert not np.isnan(ranking.fused[:head]).any()
+    assert np.allclose(ranking.coarse, engine.coarse_scores(vector, ranking.rows))
+    # no deeper than the places: no tail
+    assert len(engine.rank(vector, text, settings, 2).rows) == 2
+
+
 def test_caption_mode_off_is_the_coarse_order(engine):
     result = engine.query("a green roof", QueryOptions(caption_mode="off"))
     assert not result.reranked
