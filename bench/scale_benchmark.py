@@ -12,7 +12,10 @@ What it measures (one thread unless stated; medians and p90 over the world's que
    models, coarse and CGRS; cached ``engine.query`` latency p50/p90 and index-build throughput
    (img/s, a 256-image sample) and the CLIP text encoding of a goal (the part of every query that
    does not grow with the index) with ``threads`` 1 and 2; ANN recall@20 against exact search on
-   the world's own embeddings.
+   the world's own embeddings; and the cached latency of goals whose candidate captions the
+   matcher meets for the first time (its caches emptied before each goal, as for a gallery of
+   distinct captions), reading the index's clause table and, in turn, reading and encoding the
+   captions at query time.
 2. Tiled indexes: the world's real vectors tiled to N rows with noise (norm ``--noise``; each copy
    renormalised; records and captions copied, place ids per copy), written in the package's own
    format by :func:`cgrs_ros.index.write_index` with the IVF-PQ structure.  Per size: bytes per
@@ -150,6 +153,29 @@ def build_rate(config, world: Path, threads: int, models, sample: int = 256) -> 
         shutil.rmtree(folder)
 
 
+def first_sight_latency(config, index, models, texts) -> dict:
+    """Per-query latency when every candidate caption is new to the matcher (a gallery of distinct
+    captions, a hub VLM's; the world's templated captions repeat, so its warm caches hide this):
+    the matcher's clause cache and the caption-reading caches are emptied before each goal.  With
+    the index's clause table (the default for a clause matcher), and without it (captions read and
+    their clauses encoded at query time), taking turns goal by goal."""
+    from cgrs_ros.models.text_similarity import relations, side_masks
+
+    matcher = models.text_similarity
+    engines = {"clause table": CGRSEngine(config, index, models),
+               "captions read at query time": CGRSEngine(config, replace(index, clause_table=None), models)}
+
+    def first_sight(engine, text):
+        relations.cache_clear()
+        side_masks.cache_clear()
+        matcher._vectors.clear()
+        return engine.query(text, QueryOptions(caption_mode="cached"))
+
+    times, _ = timed_in_turn({name: (lambda text, e=engine: first_sight(e, text)) for name, engine in engines.items()},
+                             texts)
+    return times
+
+
 def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -> dict:
     """float16 against float32 recall, threads 1 against 2, ANN recall on the world's own vectors."""
     rows = {}
@@ -170,6 +196,7 @@ def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -
                                           lambda text: models.retriever.encode_texts([text]), texts)[0],
                                       "build img/s (256 images)": build_rate(config, world, threads, models)}
     apply_threads(1)
+    rows["cached query, candidate captions first seen"] = first_sight_latency(config, index, models, texts)
     vectors = models.retriever.encode_texts(texts)
     exact = SEARCHES.factory("exact")(index.image_embeddings, None)
     files = build_search_files(index.image_embeddings, IVFPQ)

@@ -380,17 +380,22 @@ class CGRSEngine:
             self._groupings[name] = (keys, order, starts)
         return self._groupings[name]
 
-    def _caption_scores(self, text: str, rows: np.ndarray, mode: str) -> tuple[list[str], np.ndarray, int]:
-        """Captions of ``rows`` (cached, or online: see the module docstring), how well each matches
-        the query, and how many were captioned now."""
+    def _caption_scores(self, text: str, rows: np.ndarray, mode: str) -> tuple[list[str] | None, np.ndarray, int]:
+        """Captions of ``rows`` (cached, or online: see the module docstring; None where the index's
+        clause table stands for them: a match reads its own caption), how well each matches the
+        query, and how many were captioned now."""
+        matcher = self.models.text_similarity
+        compass = compass_views(self.index.platform_codes[rows], self.index.headings[rows], self.config.index)
         if mode == "cached" and self.index.has_captions:
+            table = self.index.clause_table
+            if table is not None and table.key == getattr(matcher, "clause_key", None):
+                return None, np.asarray(matcher.score_table(text, table, rows, compass), dtype=np.float64), 0
             captions = self.index.caption_texts(rows)
             vectors = np.asarray(self.index.caption_embeddings[rows], dtype=np.float32)
             captioned = 0
         else:
             captions, vectors, captioned = self.online_captions(rows)
-        scores = self.models.text_similarity.score(text, captions, vectors, compass=compass_views(
-            self.index.platform_codes[rows], self.index.headings[rows], self.config.index))
+        scores = matcher.score(text, captions, vectors, compass=compass)
         return captions, np.asarray(scores, dtype=np.float64), captioned
 
     def online_captions(self, rows) -> tuple[list[str], np.ndarray, int]:

@@ -58,7 +58,8 @@ def engine_fingerprint(config: EngineConfig) -> dict:
     from .models.text_similarity import TEXT_SIMILARITIES
 
     kinds = dict(_MEANINGFUL)
-    # A pair scorer (cross-encoder) stores nothing in the index: it can be swapped without a rebuild.
+    # A matcher without caption vectors can be swapped without a rebuild: a cross-encoder stores
+    # nothing in the index, and a clause table made for another matcher is not read (engine.py).
     if not getattr(TEXT_SIMILARITIES.factory(config.text_similarity["name"]), "embeds_captions", True):
         kinds.pop("text_similarity")
     found = {kind: {key: describe_value(getattr(config, kind).get(key)) for key in keys

@@ -27,6 +27,8 @@ Folder layout (everything a query needs; ``.npy`` files are memory-mapped, nothi
       details.z, .blocks.npy     each record's path and extra keys, in zlib blocks of 8 rows read on
                                  demand (32 in format 3; a goal's ten matches decode ten blocks)
       search-*                   the coarse-search structure the index was built for, if it has one
+      clauses.*                  for a clause matcher: every caption read into relations and its
+                                 clauses encoded, so a query encodes only its own (cgrs_ros.clause_table)
       skipped.json               images that could not be read, with the reason
       sources.json.zlib          the file state (path, size, mtime, view) each row was made from
                                  (zlib-compressed JSON: read by rebuilds only)
@@ -77,7 +79,9 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from . import clause_table
 from .caption_log import LOG_NAME, log_lines, read_log
+from .clause_table import ClauseTable
 from .columns import BlockTexts, IndexRecords, RawTexts, encode_raw_texts, encode_text_blocks, record_columns
 from .config import INDEX_CAPTIONS, EngineConfig, IndexSettings
 from .errors import CGRSInputError
@@ -142,6 +146,8 @@ class GalleryIndex:
     coordinates: np.ndarray | None = None
     platform_codes: np.ndarray | None = None
     headings: np.ndarray | None = None
+    # the captions read into relations at build time, for a clause matcher (None: read at query time)
+    clause_table: ClauseTable | None = None
     # record path -> checked full path: resolving walks every folder of the path (a stat each),
     # which was a tenth of a cached query's time for its ten matches
     _resolved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -368,11 +374,31 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
     # plain ndarray views of the maps (no copy): a memmap's subclass hooks cost per item a query reads
     columns = {name: np.asarray(arrays[name]) for name in ("image_ids", "place_codes", "platforms", "geo")}
     records = IndexRecords(columns, places, details, str(data / "details.z"))
+    table = _load_clause_table(data, meta, sums) if "clause_table" in meta else None
     return GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
                         arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
                         place_codes=columns["place_codes"], place_names=places,
                         coordinates=columns["geo"][:, :2], platform_codes=columns["platforms"],
-                        headings=columns["geo"][:, 3])
+                        headings=columns["geo"][:, 3], clause_table=table)
+
+
+def _load_clause_table(data: Path, meta: dict, sums: dict) -> ClauseTable:
+    """The clause table ``index.json`` describes, its arrays checked like the others."""
+    entry = meta["clause_table"]
+    sizes = ("clauses", "relations", "dim")
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict) or any(
+            isinstance(entry.get(n), bool) or not isinstance(entry.get(n), int) or entry[n] < 0 for n in sizes):
+        raise CGRSInputError(f"{data.parent / META} is corrupt: field 'clause_table' needs a 'key' mapping and "
+                             f"non-negative integers {', '.join(sizes)}")
+    shapes = {"vectors": (entry["clauses"], entry["dim"]), "ids": (entry["relations"],),
+              "sides": (entry["relations"],), "ends": (meta["count"],)}
+    arrays = {name: np.asarray(_load_array(data / f"clauses.{name}.npy", shapes[name], dtype, sums,
+                                           vectors=name == "vectors"))
+              for name, dtype in clause_table.ARRAYS.items()}
+    if meta["count"] and int(arrays["ends"][-1]) != entry["relations"]:
+        raise CGRSInputError(f"index file {data / 'clauses.ends.npy'} is corrupt: its last end is "
+                             f"{int(arrays['ends'][-1])}, not the {entry['relations']} relations; rebuild it with cgrs-index")
+    return ClauseTable(entry["key"], **arrays)
 
 
 def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> np.ndarray:
@@ -545,7 +571,7 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
     apply_threads(config.threads)
     with _build_lock(out_dir):
         sources = [image_source(gallery, record, settings) for record in gallery.records]
-        digest = _sha256(json.dumps([INDEX_FORMAT, fingerprint, settings.search, str(gallery.root),
+        digest = _sha256(json.dumps([INDEX_FORMAT, fingerprint, settings.search, clause_table_key(config), str(gallery.root),
                                      [[r.to_json(), s] for r, s in zip(gallery.records, sources)]],
                                     sort_keys=True, ensure_ascii=False).encode())
         try:
@@ -557,6 +583,7 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
             return dict(live.meta, encoded=0, reused=live.meta["count"], up_to_date=True)
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
+        matcher = clause_matcher(config)       # loaded before hours of encoding: a missing model fails now
         results = _Results()
         if live is not None:
             results.add_index(live, caption_key(config))
@@ -566,13 +593,18 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
         work = [(record, source, results.logged.get((record.image_id, source)) if captioned else None)
                 for record, source in zip(gallery.records, sources)
                 if source.startswith("file:") and results.get(record.image_id, source, captioned) is None]
-        if work:
-            chunks.mkdir(parents=True, exist_ok=True)
-            if encoder is None:
-                _encode(gallery, work, config, fingerprint, models, chunks, results, progress)
-            else:
-                encoder(gallery, work, config, fingerprint, chunks, results, progress)
-        meta = _finalise(gallery, config, out_dir, sources, results, digest, live_name)
+        try:
+            if work:
+                chunks.mkdir(parents=True, exist_ok=True)
+                if encoder is None:
+                    _encode(gallery, work, config, fingerprint, models, chunks, results, progress)
+                else:
+                    encoder(gallery, work, config, fingerprint, chunks, results, progress)
+            meta = _finalise(gallery, config, out_dir, sources, results, digest, live_name,
+                             ClauseInputs(matcher, live, progress))
+        finally:
+            if matcher is not None:
+                matcher.close()
     return dict(meta, encoded=len(work), reused=len(gallery) - len(work), up_to_date=False)
 
 
@@ -644,8 +676,9 @@ def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _
 
 def load_build_models(config: EngineConfig):
     """The models a build runs: the retriever; for a captioned build the captioner, and the text
-    model only where it stores caption vectors (a clause matcher or a cross-encoder compares texts at
-    query time: loading it would only delay the start of the build and of each of its worker processes).
+    model only where it stores caption vectors (a cross-encoder compares texts at query time, and a
+    clause matcher's table is made once, from all captions, where the build commits: loading it here
+    would only delay the start of the build and of each of its worker processes).
 
     A build encodes no query text, so the retriever's text side stays on torch: exporting and checking
     its ONNX text encoder only delayed each worker's start (bench/build_benchmark.py: 14.9 s, then
@@ -764,7 +797,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest: str,
-              live_name: str | None) -> dict:
+              live_name: str | None, clauses: "ClauseInputs") -> dict:
     """Assemble the next generation in ``.build/data``, move it beside the live one, and commit it
     by replacing ``index.json``; then remove the old generation and the build's work.
 
@@ -797,27 +830,37 @@ def _finalise(gallery, config, out_dir: Path, sources, results: _Results, digest
     caption_vectors = _gather(results, where, 1) if captioned else np.zeros((len(rows), 0), VECTOR_DTYPE)
     return _commit(out_dir, config, [r for r, _, _, _, _ in rows], captions, _gather(results, where, 0),
                    caption_vectors, skipped, live_name, files,
-                   {"gallery_root": str(gallery.root), "gallery_source": gallery.source, "source_digest": digest})
+                   {"gallery_root": str(gallery.root), "gallery_source": gallery.source, "source_digest": digest},
+                   clauses)
 
 
 def write_index(out_dir: str | Path, config: EngineConfig, records: Sequence[GalleryRecord], captions: Sequence[str],
                 image_vectors: np.ndarray, caption_vectors: np.ndarray, gallery_root: str | Path) -> dict:
     """Commit an index of the given rows (vectors already computed) into ``out_dir``, as a build
     would; returns ``index.json``'s content.  How ``bench/scale_benchmark.py`` makes indexes of a
-    million rows without running models.  It keeps no sources, so a later build encodes every image."""
+    million rows without running the image models (a clause matcher still reads the captions into
+    its table).  It keeps no sources, so a later build encodes every image."""
     out_dir = Path(out_dir)
     with _build_lock(out_dir):
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
-        return _commit(out_dir, config, records, captions, image_vectors, caption_vectors, [], live_name, {},
-                       {"gallery_root": str(gallery_root), "gallery_source": ""})
+        matcher = clause_matcher(config)
+        try:
+            return _commit(out_dir, config, records, captions, image_vectors, caption_vectors, [], live_name, {},
+                           {"gallery_root": str(gallery_root), "gallery_source": ""}, ClauseInputs(matcher))
+        finally:
+            if matcher is not None:
+                matcher.close()
 
 
 def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vectors, caption_vectors,
-            skipped: list[dict], live_name: str | None, extra_files: dict, fields: dict) -> dict:
+            skipped: list[dict], live_name: str | None, extra_files: dict, fields: dict,
+            clauses: "ClauseInputs") -> dict:
     files = generation_files(records, captions, image_vectors, caption_vectors, skipped)
     files.update(build_search_files(files["image_embeddings.npy"], config.index.search))
     files.update(extra_files)
+    table_files, table_entry = _clause_table_files(captions, clauses)
+    files.update(table_files)
     stage = out_dir / BUILD / "data"
     if stage.exists():
         shutil.rmtree(stage)
@@ -830,11 +873,60 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
             "count": len(records), "skipped": len(skipped), **fields,
             "image_dim": int(files["image_embeddings.npy"].shape[1]),
             "caption_dim": int(files["caption_embeddings.npy"].shape[1]), "text_block_rows": dict(TEXT_COLUMNS),
-            "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums}
+            "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums,
+            **({"clause_table": table_entry} if table_entry is not None else {})}
     write_text_atomic(out_dir / META, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")  # the commit
     fsync_dir(out_dir)
     _tidy(out_dir, name, committed=True)
     return meta
+
+
+def clause_table_key(config: EngineConfig) -> dict | None:
+    """The key of the clause table an index built from ``config`` holds; None when it holds none
+    (an index without captions, or a matcher that does not read captions into clauses)."""
+    from .models.text_similarity import TEXT_SIMILARITIES
+
+    table_key = getattr(TEXT_SIMILARITIES.factory(config.text_similarity["name"]), "table_key", None)
+    return table_key(config.text_similarity) if table_key is not None and config.index.captions == "all" else None
+
+
+def clause_matcher(config: EngineConfig):
+    """The clause matcher that makes the clause table of an index built from ``config``, on torch
+    (exact vectors, never int8; batches of clauses gain little from ONNX Runtime, which would first
+    export and check the model); None when the index holds no table."""
+    from .models.text_similarity import TEXT_SIMILARITIES
+
+    if clause_table_key(config) is None:
+        return None
+    return TEXT_SIMILARITIES.build({**config.model_spec("text_similarity"), "text_runtime": "torch"})
+
+
+@dataclass(frozen=True)
+class ClauseInputs:
+    """What the commit makes the clause table with: the matcher (None: no table), the live index
+    whose table's clause vectors are reused, and whether to show progress."""
+
+    matcher: object = None
+    live: GalleryIndex | None = None
+    progress: bool = False
+
+
+def _clause_table_files(captions: Sequence[str], clauses: ClauseInputs) -> tuple[dict, dict | None]:
+    """The clause table's files and ``index.json`` entry (:mod:`cgrs_ros.clause_table`), or nothing
+    when the index holds none.  Clauses the live index's table already encoded under the same key
+    are not encoded again."""
+    matcher, live = clauses.matcher, clauses.live
+    if matcher is None:
+        return {}, None
+    known = {}
+    if live is not None and live.clause_table is not None and live.clause_table.key == matcher.clause_key:
+        try:
+            known = clause_table.known_vectors(live.clause_table, live.read_file(clause_table.TEXTS))
+        except (CGRSInputError, ValueError, zlib.error, UnicodeDecodeError):
+            known = {}      # unreadable: every clause is encoded again
+    table, texts = matcher.clause_table(list(captions), known, clauses.progress)
+    entry = {"key": table.key, "clauses": len(texts), "relations": len(table.ids), "dim": int(table.vectors.shape[1])}
+    return table.files(texts), entry
 
 
 def generation_files(records: Sequence[GalleryRecord], captions: Sequence[str], image_vectors: np.ndarray,

@@ -1,5 +1,6 @@
 """The clause matcher (``text_similarity: clause_match``): with the real MiniLM it tells which landmark
-a caption puts on which side, which the sentence bi-encoder cannot; it stores nothing in the index."""
+a caption puts on which side, which the sentence bi-encoder cannot; it stores no caption vectors (its
+clause table: test_clause_table.py) and reads any index's captions."""
 import numpy as np
 import pytest
 

@@ -242,8 +242,9 @@ def test_loader_threads_is_validated(tiny_config, value):
 
 
 def test_a_build_loads_the_text_model_only_where_it_stores_caption_vectors(tiny_config):
-    """A clause matcher or a cross-encoder compares texts at query time: a build has no use for it,
-    nor for the retriever's ONNX text encoder."""
+    """A cross-encoder compares texts at query time, and a clause matcher's table is made where the
+    build commits (test_clause_table.py): the encoding has no use for either, nor for the retriever's
+    ONNX text encoder."""
     from dataclasses import replace
 
     from cgrs_ros.index import load_build_models

@@ -20,8 +20,10 @@ Three kinds, selected by name:
   caption puts it on another side.  A sentence vector averages "lake east" and "trees south" into the
   same point as "lake south" and "trees east", and even a clause vector reads "east" as one word of
   many (MiniLM: "a pond to its east" 0.62 with "a lake to the east of the building", 0.55 with
-  "... to the south ..."); sides read as sides make a wrong side a contradiction.  Clause vectors
-  and the reading of each text are remembered: templated captions repeat all over a gallery.
+  "... to the south ..."); sides read as sides make a wrong side a contradiction.  An index's
+  captions are read into clauses and encoded when it is built (:mod:`cgrs_ros.clause_table`), so a
+  query encodes only its own clauses; captions made at query time are read then, their clause
+  vectors and readings remembered.
 
 All answer :meth:`TextSimilarity.score`; ``embeds_captions`` says whether the index must store
 caption vectors for the model (and so whether the index fingerprint depends on it).  ``compass``
@@ -39,6 +41,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from ..clause_table import READER_VERSION, ClauseTable, read_table
 from ..errors import CGRSInputError
 from ..spatial_text import Relation, read_relations
 from .device import resolve_device
@@ -224,8 +227,10 @@ class ClauseMatchSimilarity:
     ``compass`` is False, its sides being those of an unknown turn).  ``side_weight: 0`` compares
     clauses by meaning alone.
 
-    It needs no caption vectors in the index (``embeds_captions`` is False): clause vectors are
-    computed on first sight and kept in an LRU of ``cache_clauses`` texts.
+    It stores no caption vectors (``embeds_captions`` is False): an index with captions holds a
+    clause table instead (:meth:`clause_table`, built with the index: :mod:`cgrs_ros.clause_table`),
+    read by :meth:`score_table`; captions made at query time are read by :meth:`score`, their clause
+    vectors computed on first sight and kept in an LRU of ``cache_clauses`` texts.
     """
 
     embeds_captions = False
@@ -241,11 +246,12 @@ class ClauseMatchSimilarity:
         self.side_weight = float(side_weight)
         self.text_runtime = self.encoder.text_runtime
         self._spec = {"name": "clause_match", "model": model, "side_weight": self.side_weight}
+        self.clause_key = self.table_key({"model": model})
         self.cache_clauses = int(cache_clauses)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        raise TypeError("clause_match compares clauses at query time; it stores no caption embedding")
+        raise TypeError("clause_match compares clauses; it stores no caption embedding (see clause_table)")
 
     def _clause_vectors(self, clauses: list[str]) -> dict[str, np.ndarray]:
         missing = [c for c in dict.fromkeys(clauses) if c not in self._vectors]
@@ -259,27 +265,63 @@ class ClauseMatchSimilarity:
             self._vectors.popitem(last=False)
         return found
 
+    @staticmethod
+    def table_key(spec: dict) -> dict:
+        """What the clause table of a matcher built from ``spec`` depends on: its encoder and the
+        reading of captions (an index's table is read only by a matcher of the same key)."""
+        from ..fingerprint import describe_value
+
+        return {"name": "clause_match", "model": describe_value(spec.get("model", DEFAULT_TEXT_MODEL)),
+                "reader": READER_VERSION}
+
+    def clause_table(self, captions: Sequence[str], known: dict | None = None,
+                     progress: bool = False) -> tuple[ClauseTable, list[str]]:
+        """The clause table of an index's ``captions`` (built with the index: :mod:`cgrs_ros.clause_table`)."""
+        return read_table(captions, relations, side_masks, self.encoder.encode, self.clause_key, known, progress)
+
     def score(self, query: str, captions: Sequence[str], caption_vectors: np.ndarray | None = None,
               compass: np.ndarray | None = None) -> np.ndarray:
+        """Captions read now: each distinct (caption, compass) once, its clauses encoded on first sight."""
         if not len(captions):
             return np.zeros(0, dtype=np.float32)
-        asked = relations(query)
         read = [True] * len(captions) if compass is None else np.asarray(compass, dtype=bool).tolist()
         slot: dict[tuple[str, bool], int] = {}                    # a caption read with or without its sides
         inverse = np.fromiter((slot.setdefault(key, len(slot)) for key in zip(captions, read)), np.int64, len(read))
         unique = list(slot)
         stated = [relations(c) for c, _ in unique]
-        said = [r for rs in stated for r in rs]
-        vectors = self._clause_vectors([r.what for r in asked] + [r.what for r in said])
-        # every (query clause, caption clause) pair in one product; then the best per caption
-        similarity = np.stack([vectors[r.what] for r in asked]) @ np.stack([vectors[r.what] for r in said]).T
-        sides_read = np.repeat([sides for _, sides in unique], [len(rs) for rs in stated])
-        a = side_masks(query)[:, None]
-        s = (np.concatenate([side_masks(c) for c, _ in unique]) * sides_read)[None, :]
+        said = list(dict.fromkeys(r.what for rs in stated for r in rs))
+        vectors = self._clause_vectors([r.what for r in relations(query)] + said)
+        position = {what: n for n, what in enumerate(said)}
+        ids = np.array([position[r.what] for rs in stated for r in rs], dtype=np.int64)
+        sides = np.concatenate([side_masks(c) * sides_read for c, sides_read in unique])
+        counts = np.array([len(rs) for rs in stated])
+        return self._best_matches(query, vectors, np.stack([vectors[what] for what in said]), ids, sides, counts)[inverse]
+
+    def score_table(self, query: str, table: ClauseTable, rows: np.ndarray,
+                    compass: np.ndarray | None = None) -> np.ndarray:
+        """Index rows whose captions' relations the index's clause table holds: no caption is read or
+        encoded, only the query's clauses."""
+        if not len(rows):
+            return np.zeros(0, dtype=np.float32)
+        ids, sides, counts = table.relations_of(rows)
+        if compass is not None:
+            sides = sides * np.repeat(np.asarray(compass, dtype=bool), counts)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        asked = self._clause_vectors([r.what for r in relations(query)])
+        return self._best_matches(query, asked, np.asarray(table.vectors[unique], dtype=np.float32), inverse,
+                                  sides, counts)
+
+    def _best_matches(self, query: str, vectors: dict[str, np.ndarray], clause_vectors: np.ndarray, ids: np.ndarray,
+                      sides: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Per caption (its relations: ``counts`` consecutive entries of ``ids`` into ``clause_vectors``
+        and of ``sides``), the mean over the query's relations (their vectors in ``vectors``) of the
+        best match among the caption's: every (query relation, caption relation) pair in one product,
+        less ``side_weight`` on a contradicted side."""
+        similarity = (np.stack([vectors[r.what] for r in relations(query)]) @ clause_vectors.T)[:, ids]
+        a, s = side_masks(query)[:, None], sides[None, :]
         similarity -= self.side_weight * ((a != 0) & (s != 0) & ((a & s) == 0))
-        starts = np.cumsum([0] + [len(rs) for rs in stated[:-1]])
-        best = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
-        return best.astype(np.float32)[inverse]
+        starts = np.cumsum(counts) - counts
+        return np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0).astype(np.float32)
 
     def fingerprint(self) -> dict:
         return dict(self._spec)
