@@ -9,7 +9,8 @@ What it measures (one thread unless stated; medians and p90 over the world's que
 
 1. The rendered world (the 300-place test world, 3,000 images, indexed with the packaged models):
    recall of float16 vectors (the index format) against float32 vectors re-encoded by the same
-   models, coarse and CGRS; cached ``engine.query`` latency p50/p90 and index-build throughput
+   models, coarse and CGRS, and of CGRS with the captions read at query time instead of from the
+   index's clause table; cached ``engine.query`` latency p50/p90 and index-build throughput
    (img/s, a 256-image sample) and the CLIP text encoding of a goal (the part of every query that
    does not grow with the index) with ``threads`` 1 and 2; ANN recall@20 against exact search on
    the world's own embeddings; and the cached latency of goals whose candidate captions the
@@ -177,7 +178,8 @@ def first_sight_latency(config, index, models, texts) -> dict:
 
 
 def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -> dict:
-    """float16 against float32 recall, threads 1 against 2, ANN recall on the world's own vectors."""
+    """float16 against float32 recall (and the clause table against captions read at query time),
+    threads 1 against 2, ANN recall on the world's own vectors."""
     rows = {}
     images = np.concatenate([models.retriever.encode_images(
         [load_image(index.image_path(r), config.index.max_image_side) for r in range(start, min(start + 64, len(index)))])
@@ -185,7 +187,8 @@ def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -
     matcher = models.text_similarity      # caption vectors only where the matcher stores them
     captions = matcher.encode(list(index.captions)) if matcher.embeds_captions else index.caption_embeddings
     as_float32 = replace(index, image_embeddings=images.astype(np.float32), caption_embeddings=captions)
-    for name, which in (("float16 (index)", index), ("float32", as_float32)):
+    for name, which in (("float16 (index)", index), ("float32", as_float32),
+                        ("float16, captions read at query time (no clause table)", replace(index, clause_table=None))):
         report = evaluate(CGRSEngine(config, which, models), queries, modes=("coarse", "cached"), progress=False)
         rows[f"recall {name}"] = {mode: {f"R@{k}": round(v, 2) for k, v in r.items()} for mode, r in report.recall.items()}
     for threads in (1, 2):
