@@ -2,16 +2,18 @@
 
 Why: the clause matcher (``text_similarity: clause_match``) compares the goal's clauses with the
 clauses of each candidate caption.  Read at query time, a caption costs a parse (~0.1 ms) and one
-encoding per clause it has not met before; a goal's candidates are ~1,000-2,000 views, so a node
-serving a gallery of distinct captions (a hub VLM's, not the embedded captioner's templates) spent
-seconds on a goal until its caches had met most of the gallery.  Built with the index, a query
+encoding per clause it has not met before, and a goal's candidates are ~500-2,000 views: on the
+rendered world a goal whose candidate captions were all new took ~0.5 s p50 against ~35 ms with the
+table (``bench/scale_benchmark.py``), and a node serving a gallery of distinct captions (a hub VLM's,
+not the embedded captioner's templates) would pay that on most goals.  Built with the index, a query
 encodes only its own clauses and reads the candidates' relations as arrays.
 
-Layout, per index row ``r`` and relation ``j`` (``ends[r - 1] <= j < ends[r]``, ``ends[-1] == 0``)::
+Layout: row ``r``'s relations are entries ``ends[r - 1]`` (0 for the first row) to ``ends[r]`` of
+``ids`` and ``sides``::
 
     clauses.vectors.npy    float16 (C, d) unit vectors of the C distinct clause texts
-    clauses.ids.npy        int32 (R,) which clause text relation ``j`` names
-    clauses.sides.npy      uint8 (R,) the compass sides it puts it on (bits of ``SIDE_BITS``)
+    clauses.ids.npy        int32 (R,) which clause text each relation names
+    clauses.sides.npy      uint8 (R,) the compass sides it puts it on (bits: north 1, east 2, south 4, west 8)
     clauses.ends.npy       int64 (N,) each row's end offset into ids and sides
     clauses.texts.json.zlib  the C clause texts (read by rebuilds only: their vectors are reused)
 
@@ -93,10 +95,9 @@ def read_table(captions: Sequence[str], relations: Callable, side_bits: Callable
     return table, texts
 
 
-def known_vectors(table: ClauseTable | None, texts_file: bytes | None) -> dict[str, np.ndarray]:
-    """Clause text -> vector of a previous table (from its ``TEXTS`` file content)."""
-    if table is None or texts_file is None:
-        return {}
+def known_vectors(table: ClauseTable, texts_file: bytes) -> dict[str, np.ndarray]:
+    """Clause text -> vector of a previous table (from its ``TEXTS`` file content); nothing when the
+    texts do not match the table."""
     texts = json.loads(zlib.decompress(texts_file).decode("utf-8"))
     if not isinstance(texts, list) or len(texts) != len(table.vectors):
         return {}
