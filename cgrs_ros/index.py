@@ -583,7 +583,6 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
             return dict(live.meta, encoded=0, reused=live.meta["count"], up_to_date=True)
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
-        matcher = clause_matcher(config)       # loaded before hours of encoding: a missing model fails now
         results = _Results()
         if live is not None:
             results.add_index(live, caption_key(config))
@@ -593,7 +592,7 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
         work = [(record, source, results.logged.get((record.image_id, source)) if captioned else None)
                 for record, source in zip(gallery.records, sources)
                 if source.startswith("file:") and results.get(record.image_id, source, captioned) is None]
-        try:
+        with clause_matcher(config) as matcher:     # loaded before hours of encoding: a missing model fails now
             if work:
                 chunks.mkdir(parents=True, exist_ok=True)
                 if encoder is None:
@@ -602,9 +601,6 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
                     encoder(gallery, work, config, fingerprint, chunks, results, progress)
             meta = _finalise(gallery, config, out_dir, sources, results, digest, live_name,
                              ClauseInputs(matcher, live, progress))
-        finally:
-            if matcher is not None:
-                matcher.close()
     return dict(meta, encoded=len(work), reused=len(gallery) - len(work), up_to_date=False)
 
 
@@ -844,13 +840,9 @@ def write_index(out_dir: str | Path, config: EngineConfig, records: Sequence[Gal
     with _build_lock(out_dir):
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
-        matcher = clause_matcher(config)
-        try:
+        with clause_matcher(config) as matcher:
             return _commit(out_dir, config, records, captions, image_vectors, caption_vectors, [], live_name, {},
                            {"gallery_root": str(gallery_root), "gallery_source": ""}, ClauseInputs(matcher))
-        finally:
-            if matcher is not None:
-                matcher.close()
 
 
 def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vectors, caption_vectors,
@@ -890,15 +882,21 @@ def clause_table_key(config: EngineConfig) -> dict | None:
     return table_key(config.text_similarity) if table_key is not None and config.index.captions == "all" else None
 
 
+@contextmanager
 def clause_matcher(config: EngineConfig):
     """The clause matcher that makes the clause table of an index built from ``config``, on torch
     (exact vectors, never int8; batches of clauses gain little from ONNX Runtime, which would first
-    export and check the model); None when the index holds no table."""
+    export and check the model), closed on leaving; None when the index holds no table."""
     from .models.text_similarity import TEXT_SIMILARITIES
 
     if clause_table_key(config) is None:
-        return None
-    return TEXT_SIMILARITIES.build({**config.model_spec("text_similarity"), "text_runtime": "torch"})
+        yield None
+        return
+    matcher = TEXT_SIMILARITIES.build({**config.model_spec("text_similarity"), "text_runtime": "torch"})
+    try:
+        yield matcher
+    finally:
+        matcher.close()
 
 
 @dataclass(frozen=True)
