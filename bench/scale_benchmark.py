@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Scale benchmark: the index and the query path at 10k, 100k and 1M rows, side by side, one run.
 
-    .venv/bin/python bench/scale_benchmark.py                         # 10k, 100k, 1M (~15 min, 2 cores)
-    .venv/bin/python bench/scale_benchmark.py --sizes 10000 --queries 30 --out /tmp/scale.json
+    .venv/bin/python bench/scale_benchmark.py                         # 10k, 100k, 1M (~13 min, 2 cores;
+                                                                      # the first run also renders and
+                                                                      # indexes a 20,000-image world)
+    .venv/bin/python bench/scale_benchmark.py --sizes 10000 --queries 30 --ann-world-places 0 --out /tmp/scale.json
     .venv/bin/python bench/scale_benchmark.py --gpu                   # on a CUDA machine (see below)
 
 What it measures (one thread unless stated; medians and p90 over the world's queries):
@@ -29,6 +31,12 @@ What it measures (one thread unless stated; medians and p90 over the world's que
    other world queries have run (a running node's clause cache), with a fresh matcher each, and
    the median of each stage of it (``QueryResult.timings``); the same again with both text encoders
    on ``text_runtime: onnx_int8`` (CPU runs; its recall cost: ``bench/text_runtime_benchmark.py``).
+
+3. ANN on real image vectors: a larger rendered world (``--ann-world-places``, default 2,000
+   places, 20,000 images; the validation world, where settings are chosen; rendered and indexed
+   once, then cached; rendering took 4 min here), recall@20 and recall@top_k against exact search of
+   IVF-PQ (its defaults, and fewer or more lists probed) and HNSW over ``--ann-goals`` of its goals,
+   with the coarse and CGRS R@1/5/10 each gives.
 
 ``--gpu`` (needs CUDA; not run on the 2-core CPU machine): the same per-size rows with the engine
 and exact search on the GPU (cached p50 at 1M), plus build throughput on the GPU.
@@ -69,6 +77,14 @@ from cgrs_ros.search import SEARCHES, build_search_files  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 TEST_WORLD = 3
 IVFPQ = {"name": "faiss_ivfpq"}      # default lists and probes (cgrs_ros/search.py)
+ANN_WORLD = 2      # the validation world: a larger one rendered for ANN recall on real image vectors
+# (label, search spec, query-time options): the defaults, and set numbers of IVF lists probed
+ANN_SETTINGS = (("faiss_ivfpq (defaults)", IVFPQ, {}),
+                ("faiss_ivfpq, nprobe 8", IVFPQ, {"nprobe": 8}),
+                ("faiss_ivfpq, nprobe 16", IVFPQ, {"nprobe": 16}),
+                ("faiss_ivfpq, nprobe 32 (the default's share of the lists alone)", IVFPQ, {"nprobe": 32}),
+                ("faiss_ivfpq, nprobe 64", IVFPQ, {"nprobe": 64}),
+                ("faiss_hnsw (defaults)", {"name": "faiss_hnsw"}, {}))
 HNSW_MAX_ROWS = 100_000      # a 1M-row HNSW graph takes far longer to build than this run may
 START_SNIPPET = """
 import json, sys, time
@@ -209,6 +225,38 @@ def world_rows(config, world: Path, index, models, texts, warm_texts, queries) -
     return rows
 
 
+def ann_world_rows(config, models, places: int, goals: int) -> dict:
+    """ANN on a rendered world's own image vectors, not tiled copies: the validation world (where
+    settings are chosen) of ``places`` places, indexed with the default models (rendered and built
+    once, then cached).  For each backend setting, over the world's first ``goals`` goals:
+    recall@20 and recall@top_k (the candidates the engine reranks) against exact search, and the
+    R@1/5/10 of the goals' places, coarse and CGRS (cached captions), with the engine's coarse
+    search swapped for the ANN structure built from the index's vectors."""
+    world = prepare_world(ANN_WORLD, places)
+    path, build_s = prepare_index(config, world)
+    index = load_index(path, config)
+    queries = read_queries(world / "queries.jsonl")[:goals]
+    vectors = np.concatenate([models.retriever.encode_texts([q.text for q in queries[start:start + 256]])
+                              for start in range(0, len(queries), 256)])
+    top_k = config.retrieval.top_k
+    engine = CGRSEngine(config, index, models)
+    truth = [engine.search.search(v, top_k) for v in vectors]
+    rows = {"world seed": ANN_WORLD, "rows": len(index), "goals": len(queries),
+            "index build s (0 when cached)": round(build_s, 1), "exact": {"R@1/5/10": _recall(engine, queries)}}
+    for label, spec, options in ANN_SETTINGS:
+        files = build_search_files(index.image_embeddings, spec)
+        engine.search = SEARCHES.factory(spec["name"])(index.image_embeddings, files.__getitem__, **options)
+        found = [engine.search.search(v, top_k) for v in vectors]
+        rows[label] = {"recall@20 vs exact": recall_at(found, truth, 20),
+                       f"recall@{top_k} vs exact": recall_at(found, truth, top_k), "R@1/5/10": _recall(engine, queries)}
+    return rows
+
+
+def _recall(engine, queries) -> dict:
+    report = evaluate(engine, queries, modes=("coarse", "cached"), progress=False)
+    return {mode: [round(report.recall[mode][k], 2) for k in (1, 5, 10)] for mode in ("coarse", "cached")}
+
+
 def tile(index, rows: int, noise: float, seed: int = 0):
     """(records, captions, image vectors, caption vectors) of ``rows`` rows tiled from ``index``."""
     rng = np.random.default_rng(seed)
@@ -286,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-up", type=int, default=200,
                         help="other world queries run before a latency is timed (the clause cache of a running node)")
     parser.add_argument("--noise", type=float, default=0.15, help="norm of the noise added to each tiled vector")
+    parser.add_argument("--ann-world-places", type=int, default=2000,
+                        help="places of the rendered world for ANN recall (10 images each; 0: skip)")
+    parser.add_argument("--ann-goals", type=int, default=500, help="its goals scored for ANN recall")
     parser.add_argument("--gpu", action="store_true", help="engine, search and build on CUDA")
     parser.add_argument("--scratch", default="", help="folder for the tiled indexes (default: a temporary one)")
     parser.add_argument("--out", default=str(RESULTS / "scale.json"))
@@ -322,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
                         "index build s (0 when cached)": round(build_s, 1), **world_rows(config, world, world_index, models, texts, warm_texts, queries)},
               "sizes": []}
     print(json.dumps(result["world"], indent=1), flush=True)
+    if args.ann_world_places:
+        result["ANN recall, rendered world"] = ann_world_rows(config, models, args.ann_world_places, args.ann_goals)
+        print(json.dumps(result["ANN recall, rendered world"], indent=1), flush=True)
     for rows in (int(s) for s in args.sizes.split(",")):
         result["sizes"].append(size_row(config, world_index, world, models, texts, warm_texts, vectors, rows,
                                         args.noise, device, scratch, int8_models))

@@ -110,6 +110,28 @@ def test_ann_ranking_equals_exact_when_every_list_is_probed(ann_index, tiny_engi
         ann.close()
 
 
+def test_ivfpq_probes_enough_lists_to_hold_the_candidates_it_asks_for():
+    """The engine asks IVF-PQ for rescore x top_k rows (3,200 by default); on a small index the
+    default share of lists holds fewer, and the top k against exact search suffered for it."""
+    from cgrs_ros.search import SEARCHES
+
+    ivfpq = SEARCHES.factory("faiss_ivfpq")
+    vectors = _unit(np.random.default_rng(0).standard_normal((4000, 32)))     # 102 lists of ~39 rows
+    files = ivfpq.build(vectors)
+    exact = ExactSearch(vectors, read=None)
+    queries = vectors[:50].astype(np.float32)
+
+    def recall(search, k):
+        return np.mean([len(set(search.search(q, k).tolist()) & set(exact.search(q, k).tolist())) / k
+                        for q in queries])
+
+    default, fixed = ivfpq(vectors, files.__getitem__), ivfpq(vectors, files.__getitem__, nprobe=32)
+    assert default.index.nlist == 102 and default.index.nprobe == 32          # the share alone: 32 lists
+    assert recall(default, 200) >= 0.95          # 3,200 candidates: 82 lists probed
+    assert recall(fixed, 200) < 0.85             # a set nprobe is kept: 32 lists, ~1,250 rows
+    assert recall(default, 20) == recall(fixed, 20)       # 320 candidates: the 32 lists hold them
+
+
 def test_an_index_built_for_another_structure_is_refused_with_the_fix(tiny_engine_files, ann_index):
     config, _, _ = ann_index
     _, exact_dir = tiny_engine_files
