@@ -84,7 +84,9 @@ ANN_SETTINGS = (("faiss_ivfpq (defaults)", IVFPQ, {}),
                 ("faiss_ivfpq, nprobe 16", IVFPQ, {"nprobe": 16}),
                 ("faiss_ivfpq, nprobe 32 (the default's share of the lists alone)", IVFPQ, {"nprobe": 32}),
                 ("faiss_ivfpq, nprobe 64", IVFPQ, {"nprobe": 64}),
-                ("faiss_hnsw (defaults)", {"name": "faiss_hnsw"}, {}))
+                ("faiss_hnsw (defaults)", {"name": "faiss_hnsw"}, {}),
+                ("faiss_hnsw, ef_search 64, rescore 16 (the defaults before)", {"name": "faiss_hnsw"},
+                 {"ef_search": 64, "rescore": 16}))
 HNSW_MAX_ROWS = 100_000      # a 1M-row HNSW graph takes far longer to build than this run may
 START_SNIPPET = """
 import json, sys, time

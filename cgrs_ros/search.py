@@ -18,8 +18,10 @@ they may miss.
                     default 32), ``nprobe`` lists visited (default 2.5% of them, at least 32,
                     and at least enough to hold the candidates asked for, on average),
                     ``rescore`` x k candidates (default 16) rescored exactly: ~45 B/image beside the vectors.
-- ``faiss_hnsw``:   faiss HNSW graph (``M`` links), ``ef_search`` breadth, rescored likewise;
-                    holds its own float32 copy of the vectors.
+- ``faiss_hnsw``:   faiss HNSW graph (``M`` links), ``ef_search`` breadth (default 64, and at
+                    least the candidates asked for), ``rescore`` x k candidates (default 4: its
+                    distances are float32 products already) rescored likewise; holds its own
+                    float32 copy of the vectors.
 
 ``faiss`` (faiss-cpu) is only imported by the faiss backends; a faiss GPU build is used for
 ``faiss_flat`` when the engine runs on CUDA and the build has GPU support.
@@ -191,11 +193,13 @@ class _FaissSearch:
     stored = True
     file = ""
     QUERY_OPTIONS: tuple = ()
+    RESCORE = 16        # candidates asked of faiss per row wanted, by default
 
-    def __init__(self, vectors, read: Callable[[str], bytes], device: str = "cpu", rescore: int = 16, **options):
+    def __init__(self, vectors, read: Callable[[str], bytes], device: str = "cpu", rescore: int | None = None,
+                 **options):
         import faiss
 
-        self._vectors, self.rescore, self.options = vectors, int(rescore), options
+        self._vectors, self.rescore, self.options = vectors, int(rescore or self.RESCORE), options
         self.index = faiss.deserialize_index(np.frombuffer(read(self.file), dtype=np.uint8))
         self._tune(self.index)
 
@@ -271,9 +275,23 @@ class IVFPQSearch(_FaissSearch):
 class HNSWSearch(_FaissSearch):
     file = "search-hnsw.faiss"
     QUERY_OPTIONS = ("ef_search",)
+    RESCORE = 4
 
     def _tune(self, index) -> None:
-        index.hnsw.efSearch = int(self.options.get("ef_search", 64))
+        index.hnsw.efSearch = int(self.options.get("ef_search") or 64)
+
+    def _search_options(self, candidates: int) -> dict:
+        """Without a set ``ef_search``, a search at least as broad as the ``candidates`` asked for.
+
+        faiss returns as many rows as asked from a graph search of breadth ``efSearch``, even when
+        that is narrower: on the 20,000-image validation world, the engine's 3,200 candidates from a
+        search of breadth 64 held 0.81 of exact search's top 200; 800 candidates from one of breadth
+        800 held 0.9999 (README "Scale", bench/scale_benchmark.py)."""
+        import faiss
+
+        if self.options.get("ef_search") or candidates <= self.index.hnsw.efSearch:
+            return {}
+        return {"params": faiss.SearchParametersHNSW(efSearch=candidates)}
 
     @staticmethod
     def make(dim: int, count: int, M: int = 32, ef_construction: int = 80):

@@ -110,26 +110,40 @@ def test_ann_ranking_equals_exact_when_every_list_is_probed(ann_index, tiny_engi
         ann.close()
 
 
-def test_ivfpq_probes_enough_lists_to_hold_the_candidates_it_asks_for():
-    """The engine asks IVF-PQ for rescore x top_k rows (3,200 by default); on a small index the
-    default share of lists holds fewer, and the top k against exact search suffered for it."""
+def _ann_against_exact(name: str, **options):
+    """An ANN backend built over 4,000 random unit vectors (as the default and with ``options``),
+    and its recall@k against exact search over 50 of them as queries."""
     from cgrs_ros.search import SEARCHES
 
-    ivfpq = SEARCHES.factory("faiss_ivfpq")
-    vectors = _unit(np.random.default_rng(0).standard_normal((4000, 32)))     # 102 lists of ~39 rows
-    files = ivfpq.build(vectors)
+    backend = SEARCHES.factory(name)
+    vectors = _unit(np.random.default_rng(0).standard_normal((4000, 32)))
+    files = backend.build(vectors)
     exact = ExactSearch(vectors, read=None)
-    queries = vectors[:50].astype(np.float32)
 
     def recall(search, k):
         return np.mean([len(set(search.search(q, k).tolist()) & set(exact.search(q, k).tolist())) / k
-                        for q in queries])
+                        for q in vectors[:50].astype(np.float32)])
 
-    default, fixed = ivfpq(vectors, files.__getitem__), ivfpq(vectors, files.__getitem__, nprobe=32)
-    assert default.index.nlist == 102 and default.index.nprobe == 32          # the share alone: 32 lists
+    return backend(vectors, files.__getitem__), backend(vectors, files.__getitem__, **options), recall
+
+
+def test_ivfpq_probes_enough_lists_to_hold_the_candidates_it_asks_for():
+    """The engine asks IVF-PQ for rescore x top_k rows (3,200 by default); on a small index the
+    default share of lists holds fewer, and the top k against exact search suffered for it."""
+    default, fixed, recall = _ann_against_exact("faiss_ivfpq", nprobe=32)
+    assert default.index.nlist == 102 and default.index.nprobe == 32          # the share alone: 32 lists of ~39
     assert recall(default, 200) >= 0.95          # 3,200 candidates: 82 lists probed
     assert recall(fixed, 200) < 0.85             # a set nprobe is kept: 32 lists, ~1,250 rows
     assert recall(default, 20) == recall(fixed, 20)       # 320 candidates: the 32 lists hold them
+
+
+def test_hnsw_searches_as_broadly_as_the_candidates_it_asks_for():
+    """faiss returns the rows asked for from a graph search of breadth ``efSearch`` even where that
+    is narrower; the engine asks for rescore x top_k rows."""
+    default, narrow, recall = _ann_against_exact("faiss_hnsw", ef_search=16, rescore=16)
+    assert default.rescore == 4 and default.index.hnsw.efSearch == 64
+    assert recall(default, 200) >= 0.99          # 800 candidates from a search of breadth 800
+    assert recall(narrow, 200) < 0.8             # a set ef_search is kept: breadth 16 for 3,200 rows
 
 
 def test_an_index_built_for_another_structure_is_refused_with_the_fix(tiny_engine_files, ann_index):
