@@ -199,7 +199,11 @@ class _FaissSearch:
                  **options):
         import faiss
 
-        self._vectors, self.rescore, self.options = vectors, int(rescore or self.RESCORE), options
+        rescore = self.RESCORE if rescore is None else rescore
+        if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 1:
+            raise CGRSInputError(f"index.search 'rescore' must be a whole number >= 1 (candidates asked of faiss "
+                                 f"per row wanted), got {rescore!r}")
+        self._vectors, self.rescore, self.options = vectors, rescore, options
         self.index = faiss.deserialize_index(np.frombuffer(read(self.file), dtype=np.uint8))
         self._tune(self.index)
 

@@ -146,6 +146,16 @@ def test_hnsw_searches_as_broadly_as_the_candidates_it_asks_for():
     assert recall(narrow, 200) < 0.8             # a set ef_search is kept: breadth 16 for 3,200 rows
 
 
+@pytest.mark.parametrize("rescore", [0, -1, 2.5, True, "16"])
+def test_a_bad_rescore_is_named(rescore):
+    from cgrs_ros.search import SEARCHES
+
+    vectors = _unit(np.random.default_rng(0).standard_normal((500, 32)))
+    files = SEARCHES.factory("faiss_hnsw").build(vectors)
+    with pytest.raises(CGRSInputError, match=r"'rescore' must be a whole number >= 1.*got"):
+        SEARCHES.factory("faiss_hnsw")(vectors, files.__getitem__, rescore=rescore)
+
+
 def test_an_index_built_for_another_structure_is_refused_with_the_fix(tiny_engine_files, ann_index):
     config, _, _ = ann_index
     _, exact_dir = tiny_engine_files
