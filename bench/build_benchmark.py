@@ -1,17 +1,19 @@
 """Index-build throughput (images/s) with the embedded models: captions all / none x background
 decoding threads (``index.loader_threads``), one torch thread, models loaded once, median of repeats;
-the captioner's generate of the whole model (before) against its decoder-only fast path, and its
-decoding of every caption to its batch's longest (before) against dropping the ended ones; and whole
-builds in 1 process against N worker processes (``cgrs-index --workers N``).
+the captioner's generate of the whole model (before) against its decoder-only fast path, its
+decoding of every caption to its batch's longest (before) against dropping the ended ones, and dropping
+them at every step (before) against once they are more than an eighth of the batch; and whole builds in 1 process against N worker processes
+(``cgrs-index --workers N``).
 
-    .venv/bin/python bench/build_benchmark.py            # 256 images of the test world, 3 repeats;
+    .venv/bin/python bench/build_benchmark.py            # 512 images of the test world, 3 repeats;
                                                          # worker rows on 2048 images
 
 A throughput (images per second of a whole build, decoding included), not a latency.  The worker
 rows time whole builds as ``cgrs-index`` runs them after reading the gallery: in one process the
 models are loaded inside the timed build, with workers each process starts (spawn, imports) and
-loads its own; their start-up is timed apart (a build of one image per worker) and taken out in
-"img/s after start-up", the rate a large gallery builds at.  Writes bench/results/build.json.
+loads its own; their start-up is timed apart (a build of one image per worker, just before each
+whole build) and taken out in "img/s after start-up", the rate a large gallery builds at.  Writes
+bench/results/build.json.
 """
 from __future__ import annotations
 
@@ -68,11 +70,14 @@ def import_seconds() -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--images", type=int, default=512,
+                        help="images of a build in the in-process rows (256 made only two batches of 128, "
+                             "whose runs spread too widely to tell changes of a few percent apart)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loader-threads", default="0,1,2")
     parser.add_argument("--batches", default="",
-                        help="also time captions 'all' at these batch sizes, INDEX:CAPTIONER pairs, e.g. 32:16,64:64")
+                        help="also time captions 'all' at these batch sizes, taking turns, INDEX:CAPTIONER "
+                             "pairs, e.g. 64:64,128:128")
     parser.add_argument("--workers", default="2", help="worker process counts to time against one process "
                                                          "(whole builds of --worker-images images)")
     parser.add_argument("--worker-images", type=int, default=2048)
@@ -114,19 +119,22 @@ def main(argv=None) -> int:
                   "captions all, loader_threads 0, the whole model's generate (before)": before(
                       models.captioner, "_generate", partial(TransformersCaptioner._generate, models.captioner), captioned),
                   "captions all, loader_threads 0, every caption decoded to its batch's end (before)": before(
-                      captioners, "_plain_greedy", lambda generation: False, captioned)})
+                      captioners, "_plain_greedy", lambda generation: False, captioned),
+                  "captions all, loader_threads 0, ended captions dropped at every step (before)": before(
+                      captioners, "ENDED_SHARE_TO_DROP", 0.0, captioned)})
         bare = partial(build_rate, replace(inline, index=replace(inline.index, captions="none")), gallery, models)
         contiguous = RETRIEVERS.build({**config.model_spec("retriever"), "channels_last": False})
         add_rows({"captions none, loader_threads 0 (in turns with its before)": bare,
                   "captions none, loader_threads 0, retriever channels_last false (before)": before(
                       models, "retriever", contiguous, bare)})
         contiguous.close()
-        for pair in filter(None, args.batches.split(",")):
-            index_batch, caption_batch = (int(n) for n in pair.split(":"))
-            setting = replace(config, index=replace(config.index, batch_size=index_batch))
-            models.captioner.batch_size = caption_batch      # a generate() call's batch, read per call
-            add_rows({f"captions all, batch_size {index_batch}, captioner batch_size {caption_batch}":
-                      partial(build_rate, setting, gallery, models)})
+        pairs = [tuple(int(n) for n in pair.split(":")) for pair in filter(None, args.batches.split(","))]
+        if pairs:       # a generate() call's batch is the captioner's batch_size, read per call
+            add_rows({f"captions all, loader_threads 0, batch_size {index_batch}, captioner batch_size {caption_batch}":
+                      before(models.captioner, "batch_size", caption_batch, partial(
+                          build_rate, replace(inline, index=replace(inline.index, batch_size=index_batch)),
+                          gallery, models))
+                      for index_batch, caption_batch in pairs})
     finally:
         models.close()
     # Whole builds as cgrs-index runs them, and the fixed start-up (loading models; with workers, also
@@ -137,14 +145,17 @@ def main(argv=None) -> int:
         encoder = (lambda: None) if workers == 1 else (lambda: ProcessEncoder(workers))
         tiny = type(full)(full.records[:workers], root=full.root, source=full.source)
         one_each = replace(config, index=replace(config.index, chunk_size=1))      # the defaults, as cgrs-index
-        starts = [workers / build_rate(one_each, tiny, None, encoder()) for _ in range(args.repeats)]
-        whole = [build_rate(config, large, None, encoder()) for _ in range(args.repeats)]
-        start, rate = statistics.median(starts), statistics.median(whole)
+        starts, whole = [], []
+        for _ in range(args.repeats):       # each start-up beside its whole build, as the machine drifts
+            starts.append(workers / build_rate(one_each, tiny, None, encoder()))
+            whole.append(build_rate(config, large, None, encoder()))
+        after = [(len(large) - workers) / (len(large) / rate - start) for start, rate in zip(starts, whole)]
         name = "1 process" if workers == 1 else f"{workers} worker processes"
         rows[f"captions all, {len(large)} images, {name}, whole build"] = {
-            "img/s median": round(rate, 1), "img/s runs": [round(r, 1) for r in whole],
-            "start-up s median": round(start, 2), "start-up s runs": [round(t, 2) for t in starts],
-            "img/s after start-up": round((len(large) - workers) / (len(large) / rate - start), 1)}
+            "img/s median": round(statistics.median(whole), 1), "img/s runs": [round(r, 1) for r in whole],
+            "start-up s median": round(statistics.median(starts), 2), "start-up s runs": [round(t, 2) for t in starts],
+            "img/s after start-up median": round(statistics.median(after), 1),
+            "img/s after start-up runs": [round(r, 1) for r in after]}
         print(json.dumps(rows), flush=True)
     # what the 1-process start-up above leaves out: this process had imported the libraries already
     imports = [import_seconds() for _ in range(args.repeats)]

@@ -98,8 +98,9 @@ def test_captions_decoded_from_the_image_states_once_equal_the_models_own_genera
 
 @pytest.mark.parametrize("cache_drops_rows", [True, False])
 def test_greedy_captions_that_end_leave_the_batch_with_the_same_tokens(models, world, monkeypatch, cache_drops_rows):
-    """Plain greedy decoding drops the rows whose caption ended (their cached keys and values too);
-    a cache that cannot drop rows keeps them, padding.  Either way the tokens are ``generate``'s."""
+    """Plain greedy decoding drops the rows whose caption ended (their cached keys and values too),
+    once they are more than ``ENDED_SHARE_TO_DROP`` of the batch; a cache that cannot drop rows keeps
+    them, padding.  Either way the tokens are ``generate``'s."""
     import torch
     from transformers import EncoderDecoderCache
 
@@ -124,6 +125,8 @@ def test_greedy_captions_that_end_leave_the_batch_with_the_same_tokens(models, w
         whole = captioners.TransformersCaptioner._generate(captioner, inputs)
     assert torch.equal(fast, whole)
     assert (bool(kept_sizes) and kept_sizes[-1] < len(images)) == cache_drops_rows       # rows did leave
+    sizes = [len(images)] + kept_sizes
+    assert all(size - kept > captioners.ENDED_SHARE_TO_DROP * size for size, kept in zip(sizes, kept_sizes))
 
 
 def test_only_plain_greedy_settings_take_the_row_dropping_loop():
