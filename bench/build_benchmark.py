@@ -1,9 +1,9 @@
 """Index-build throughput (images/s) with the embedded models: captions all / none x background
 decoding threads (``index.loader_threads``), one torch thread, models loaded once, median of repeats;
 the captioner's generate of the whole model (before) against its decoder-only fast path, its
-decoding of every caption to its batch's longest (before) against dropping the ended ones, and dropping
-them at every step (before) against once they are more than an eighth of the batch; and whole builds in 1 process against N worker processes
-(``cgrs-index --workers N``).
+decoding of every caption to its batch's longest (before) against dropping the ended ones, and
+dropping them at every step (before) against once they are more than an eighth of the batch; and
+whole builds in 1 process against N worker processes (``cgrs-index --workers N``).
 
     .venv/bin/python bench/build_benchmark.py            # 512 images of the test world, 3 repeats;
                                                          # worker rows on 2048 images
@@ -71,8 +71,8 @@ def import_seconds() -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=512,
-                        help="images of a build in the in-process rows (256 made only two batches of 128, "
-                             "whose runs spread too widely to tell changes of a few percent apart)")
+                        help="images of a build in the in-process rows (the runs of 256-image builds spread "
+                             "too widely to tell changes of a few percent apart)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loader-threads", default="0,1,2")
     parser.add_argument("--batches", default="",
