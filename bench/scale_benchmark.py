@@ -66,7 +66,7 @@ import numpy as np  # noqa: E402
 from recall_benchmark import on_runtime, prepare_index, prepare_world, with_index  # noqa: E402
 from cgrs_ros.config import load_engine_config  # noqa: E402
 from cgrs_ros.engine import CGRSEngine, QueryOptions  # noqa: E402
-from cgrs_ros.evaluation import evaluate  # noqa: E402
+from cgrs_ros.evaluation import encode_queries, evaluate  # noqa: E402
 from cgrs_ros.gallery import GalleryRecord, read_manifest  # noqa: E402
 from cgrs_ros.index import build_index, load_image, load_index, write_index  # noqa: E402
 from cgrs_ros.models import REGISTRIES, ModelSet, load_models  # noqa: E402
@@ -238,10 +238,9 @@ def ann_world_rows(config, models, places: int, goals: int) -> dict:
     path, build_s = prepare_index(config, world)
     index = load_index(path, config)
     queries = read_queries(world / "queries.jsonl")[:goals]
-    vectors = np.concatenate([models.retriever.encode_texts([q.text for q in queries[start:start + 256]])
-                              for start in range(0, len(queries), 256)])
     top_k = config.retrieval.top_k
     engine = CGRSEngine(config, index, models)
+    vectors = encode_queries(engine, [q.text for q in queries])
     truth = [engine.search.search(v, top_k) for v in vectors]
     rows = {"world seed": ANN_WORLD, "rows": len(index), "goals": len(queries),
             "index build s (0 when cached)": round(build_s, 1), "exact": {"R@1/5/10": _recall(engine, queries)}}
