@@ -201,10 +201,9 @@ def _plain_greedy(generation) -> bool:
 
 
 # Ended captions ride along (as pads) until they are more than this share of the batch.  Dropping
-# rows copies every cached key and value of the rows kept; done at every step where a caption ended
-# (most steps, as lengths spread), the copies took ~1 ms per image of the embedded captioner's ~10 ms
-# of decoding at batch 64, ~0.4 ms this way (scratch timing); builds ran 1.01-1.03x as fast in four
-# runs of bench/build_benchmark.py.
+# rows copies every cached key and value of the rows kept, and done at every step where a caption
+# ended (most steps, as lengths spread) those copies cost more than decoding a few ended rows along:
+# builds ran 1.01-1.03x as fast this way in four runs of bench/build_benchmark.py.
 ENDED_SHARE_TO_DROP = 0.125
 
 
