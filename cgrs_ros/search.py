@@ -54,12 +54,28 @@ SEARCHES: Registry = Registry("coarse search")
 
 
 def search_spec(value) -> dict:
-    """``index.search`` of a config: a name or ``{name: ..., <options>}``, checked by name."""
+    """``index.search`` of a config: a name or ``{name: ..., <options>}``, checked by name and by
+    option: each a whole number of at least its backend's least value (``OPTIONS``).
+
+    Why here, when the config is read: faiss takes a negative count for a huge unsigned one (an
+    error that names no option, at node start), or searches a graph of breadth -1 and returns one
+    row where ten were asked for, without a word; an exact search with a negative margin returned
+    fewer rows than asked, or failed an assertion."""
     spec = {"name": value} if isinstance(value, str) else value
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise CGRSInputError(f"index.search must be a backend name or a mapping with a 'name' "
                              f"(one of {', '.join(SEARCHES.names())}), got {value!r}")
-    SEARCHES.factory(spec["name"])
+    backend = SEARCHES.factory(spec["name"])
+    for option, value in spec.items():
+        if option == "name":
+            continue
+        if option not in backend.OPTIONS:
+            raise CGRSInputError(f"index.search {spec['name']!r}: unknown option {option!r}; its options: "
+                                 f"{', '.join(backend.OPTIONS) or 'none'}")
+        least = backend.OPTIONS[option]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise CGRSInputError(f"index.search {spec['name']!r}: {option} must be a whole number >= {least}, "
+                                 f"got {value!r}")
     return dict(spec)
 
 
@@ -99,6 +115,7 @@ def rescored(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int) -
 class ExactSearch:
     stored = False
     QUERY_OPTIONS = ("margin",)
+    OPTIONS = {"margin": 0}      # option -> its least value (search_spec)
 
     def __init__(self, vectors: np.ndarray, read: Callable[[str], bytes], device: str = "cpu", margin: int = 32):
         import torch
@@ -193,17 +210,15 @@ class _FaissSearch:
     stored = True
     file = ""
     QUERY_OPTIONS: tuple = ()
+    OPTIONS = {"rescore": 1}
     RESCORE = 16        # candidates asked of faiss per row wanted, by default
 
     def __init__(self, vectors, read: Callable[[str], bytes], device: str = "cpu", rescore: int | None = None,
                  **options):
         import faiss
 
-        rescore = self.RESCORE if rescore is None else rescore
-        if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 1:
-            raise CGRSInputError(f"index.search 'rescore' must be a whole number >= 1 (candidates asked of faiss "
-                                 f"per row wanted), got {rescore!r}")
-        self._vectors, self.rescore, self.options = vectors, rescore, options
+        self._vectors, self.options = vectors, options
+        self.rescore = self.RESCORE if rescore is None else rescore
         self.index = faiss.deserialize_index(np.frombuffer(read(self.file), dtype=np.uint8))
         self._tune(self.index)
 
@@ -241,6 +256,7 @@ def _training_sample(vectors: np.ndarray, size: int = 65536) -> np.ndarray:
 class IVFPQSearch(_FaissSearch):
     file = "search-ivfpq.faiss"
     QUERY_OPTIONS = ("nprobe",)
+    OPTIONS = {"rescore": 1, "nprobe": 0, "nlist": 0, "m": 0}      # 0: chosen from the index size
 
     def _tune(self, index) -> None:
         # default: 2.5% of the lists, at least 32 (recall@20 >= 0.99 at 100k rows, where 32 lists are 2.5%)
@@ -268,6 +284,9 @@ class IVFPQSearch(_FaissSearch):
         import faiss
 
         nlist = nlist or max(1, min(4096, int(4 * count ** 0.5), count // 39))   # faiss wants >= 39 points per list
+        if nlist > count:
+            raise CGRSInputError(f"index.search faiss_ivfpq: nlist={nlist} lists for {count} images; "
+                                 f"at most one list per image (0: chosen from the number of images)")
         m = m or math.gcd(dim, 32)        # 32 one-byte codes per vector where the size allows
         if dim % m:
             raise CGRSInputError(f"index.search faiss_ivfpq: m={m} must divide the vector size {dim}")
@@ -279,6 +298,7 @@ class IVFPQSearch(_FaissSearch):
 class HNSWSearch(_FaissSearch):
     file = "search-hnsw.faiss"
     QUERY_OPTIONS = ("ef_search",)
+    OPTIONS = {"rescore": 1, "ef_search": 0, "M": 2, "ef_construction": 1}    # ef_search 0: the default
     RESCORE = 4
 
     def _tune(self, index) -> None:
@@ -310,6 +330,7 @@ class HNSWSearch(_FaissSearch):
 class FlatSearch:
     stored = False
     QUERY_OPTIONS: tuple = ()
+    OPTIONS: dict = {}
 
     def __init__(self, vectors: np.ndarray, read: Callable[[str], bytes], device: str = "cpu"):
         import faiss
@@ -338,10 +359,7 @@ def build_search_files(vectors: np.ndarray, spec: dict) -> dict[str, bytes]:
     backend = SEARCHES.factory(spec["name"])
     if not backend.stored:
         return {}
-    try:
-        return backend.build(vectors, **{k: v for k, v in spec.items() if k != "name"})
-    except TypeError as exc:
-        raise CGRSInputError(f"index.search {spec['name']!r}: bad options {sorted(spec)}: {exc}") from exc
+    return backend.build(vectors, **{k: v for k, v in spec.items() if k != "name"})   # options: search_spec
 
 
 def open_search(index, spec: dict, device: str = "cpu") -> CoarseSearch:
@@ -352,8 +370,4 @@ def open_search(index, spec: dict, device: str = "cpu") -> CoarseSearch:
     if backend.stored and (not isinstance(built, dict) or build_options(built) != build_options(spec)):
         raise CGRSInputError(f"index {index.path} was built for coarse search {built!r}, the config asks for "
                              f"{spec!r}; rerun cgrs-index with this config (it reuses every encoded image)")
-    options = {k: v for k, v in spec.items() if k != "name"}
-    try:
-        return backend(index.image_embeddings, index.read_file, device, **options)
-    except TypeError as exc:
-        raise CGRSInputError(f"index.search {spec['name']!r}: bad options {sorted(options)}: {exc}") from exc
+    return backend(index.image_embeddings, index.read_file, device, **{k: v for k, v in spec.items() if k != "name"})

@@ -1,6 +1,7 @@
 """Coarse-search backends: exact equals a float64 brute force (ties by row), the ANN structures
 are built into the index and reused, and an index built for another structure is refused."""
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -146,14 +147,41 @@ def test_hnsw_searches_as_broadly_as_the_candidates_it_asks_for():
     assert recall(narrow, 200) < 0.8             # a set ef_search is kept: breadth 16 for 3,200 rows
 
 
-@pytest.mark.parametrize("rescore", [0, -1, 2.5, True, "16"])
-def test_a_bad_rescore_is_named(rescore):
+@pytest.mark.parametrize("search, message", [
+    ({"name": "faiss_hnsw", "rescore": 0}, "'faiss_hnsw': rescore must be a whole number >= 1, got 0"),
+    ({"name": "faiss_hnsw", "rescore": 2.5}, "rescore must be a whole number >= 1, got 2.5"),
+    ({"name": "faiss_ivfpq", "rescore": True}, "rescore must be a whole number >= 1, got True"),
+    ({"name": "faiss_ivfpq", "rescore": "16"}, "rescore must be a whole number >= 1, got '16'"),
+    # faiss: "in method 'IndexIVFInterface_nprobe_set', argument 2 of type 'size_t'" at node start
+    ({"name": "faiss_ivfpq", "nprobe": -5}, "'faiss_ivfpq': nprobe must be a whole number >= 0, got -5"),
+    ({"name": "faiss_ivfpq", "nlist": -4}, "nlist must be a whole number >= 0, got -4"),
+    ({"name": "faiss_ivfpq", "m": 0.5}, "m must be a whole number >= 0, got 0.5"),
+    # faiss searched a graph of breadth -1 and returned one row where ten were asked for
+    ({"name": "faiss_hnsw", "ef_search": -1}, "'faiss_hnsw': ef_search must be a whole number >= 0, got -1"),
+    ({"name": "faiss_hnsw", "M": 1}, "M must be a whole number >= 2, got 1"),
+    ({"name": "faiss_hnsw", "ef_construction": 0}, "ef_construction must be a whole number >= 1, got 0"),
+    # exact search returned seven rows where ten were asked for, or failed an assertion
+    ({"name": "exact", "margin": -3}, "'exact': margin must be a whole number >= 0, got -3"),
+    ({"name": "faiss_ivfpq", "nprobes": 8}, "'faiss_ivfpq': unknown option 'nprobes'; its options: rescore, nprobe, nlist, m"),
+    ({"name": "faiss_flat", "rescore": 4}, "'faiss_flat': unknown option 'rescore'; its options: none"),
+])
+def test_a_bad_search_option_is_named_when_the_config_is_read(search, message, tiny_engine_config_path):
+    with pytest.raises(CGRSInputError, match=re.escape(message)):
+        load_engine_config(tiny_engine_config_path, index={"search": search})
+
+
+def test_search_options_at_their_least_values_are_taken(tiny_engine_config_path):
+    for search in ({"name": "exact", "margin": 0}, {"name": "faiss_ivfpq", "nprobe": 0, "nlist": 0, "m": 0, "rescore": 1},
+                   {"name": "faiss_hnsw", "ef_search": 0, "M": 2, "ef_construction": 1, "rescore": 1}):
+        assert load_engine_config(tiny_engine_config_path, index={"search": search}).index.search == search
+
+
+def test_more_ivf_lists_than_images_is_named():
     from cgrs_ros.search import SEARCHES
 
-    vectors = _unit(np.random.default_rng(0).standard_normal((500, 32)))
-    files = SEARCHES.factory("faiss_hnsw").build(vectors)
-    with pytest.raises(CGRSInputError, match=r"'rescore' must be a whole number >= 1.*got"):
-        SEARCHES.factory("faiss_hnsw")(vectors, files.__getitem__, rescore=rescore)
+    vectors = _unit(np.random.default_rng(0).standard_normal((100, 32)))
+    with pytest.raises(CGRSInputError, match="nlist=101 lists for 100 images; at most one list per image"):
+        SEARCHES.factory("faiss_ivfpq").build(vectors, nlist=101)
 
 
 def test_an_index_built_for_another_structure_is_refused_with_the_fix(tiny_engine_files, ann_index):
