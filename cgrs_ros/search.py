@@ -236,10 +236,10 @@ class _FaissSearch:
 
     @classmethod
     def build(cls, vectors: np.ndarray, **options) -> dict[str, bytes]:
+        """The structure's file; ``options`` are those that shape it (:func:`build_options`)."""
         import faiss
 
-        index = cls.make(vectors.shape[1], len(vectors), **{k: v for k, v in options.items()
-                                                         if k not in cls.QUERY_OPTIONS + ("rescore",)})
+        index = cls.make(vectors.shape[1], len(vectors), **options)
         if not index.is_trained:
             index.train(_training_sample(vectors))
         for start in range(0, len(vectors), 65536):   # float32 one slice at a time
@@ -359,7 +359,7 @@ def build_search_files(vectors: np.ndarray, spec: dict) -> dict[str, bytes]:
     backend = SEARCHES.factory(spec["name"])
     if not backend.stored:
         return {}
-    return backend.build(vectors, **{k: v for k, v in spec.items() if k != "name"})   # options: search_spec
+    return backend.build(vectors, **{k: v for k, v in build_options(spec).items() if k != "name"})
 
 
 def open_search(index, spec: dict, device: str = "cpu") -> CoarseSearch:
