@@ -9,12 +9,28 @@ see :class:`Calibration`:
 - ``caption``:  the best place's pooled caption score (how well its captions support the goal);
 - ``caption_gap``: how far it is ahead of the runner-up place on that score;
 - ``clip``:     the best place's raw CLIP cosine with the query;
-- ``margin``:   the fused-score margin to the runner-up place.
+- ``margin``:   the fused-score margin to the runner-up place;
+- ``supported``: the share of the goal's facts (:mod:`cgrs_ros.facts`: roof colour, shape, size,
+  each landmark and its side) that the best place's captions support, its unread clauses counted
+  as unsupported;
+- ``contradicted``: the share its captions contradict (the goal says T-shaped, the captions say
+  rectangular; the pool on the west is rectangular, not round): what makes a near miss a miss;
+- ``weakest``:  the least share of the best place's views that agree with one of the goal's facts (a
+  near miss's changed fact is the one its captions support weakly, if at all);
+- ``rival``:    another of the first places agrees with the goal as well and contradicts none of it (the
+  goal does not tell them apart);
+- ``better_elsewhere``: another of the first places agrees with the goal better than the best one;
+- ``unknown_words``: the share of the goal's words that neither the fact lexicon nor the candidate
+  places' captions know (a transcript of mostly misheard words).
 
 Out-of-world goals (gibberish, unrelated requests, emoji, other languages: :func:`out_of_world_goals`)
-are the negatives of the in-domain model, so "nothing here fits" has somewhere to go.  A calibration file
-records the engine fingerprint and retrieval settings it was fitted for; an engine with other
-models or settings gets no calibration (confidence NaN), never a wrong one.
+are the negatives of the in-domain model, so "nothing here fits" has somewhere to go; near misses
+(one fact of a real place changed so that no place fits) and goals written tersely or transcribed
+with word errors are among the validation goals of the other (``bench/calibration_benchmark.py``).
+A calibration file records the engine fingerprint and retrieval settings it was fitted for; an
+engine with other models or settings gets no calibration (confidence NaN), never a wrong one, and
+so does a goal whose own settings (an action goal's ``top_k``, a runtime parameter set) differ from
+them (:meth:`Calibration.refuses`).
 """
 from __future__ import annotations
 
@@ -27,22 +43,36 @@ import numpy as np
 
 from .errors import CGRSInputError
 
-FEATURES = ("caption", "caption_gap", "clip", "margin")
-DOMAIN_FEATURES = (0,)              # indexes into FEATURES: what says the goal is about this world at all
+FEATURES = ("caption", "caption_gap", "clip", "margin", "supported", "contradicted", "weakest", "rival",
+            "better_elsewhere", "unknown_words")
+# indexes into FEATURES: what says the goal is about this world at all
+DOMAIN_FEATURES = (0, 4, 9)
 # Retrieval settings the score distributions depend on (a calibration is only valid for them).
-CALIBRATED_SETTINGS = ("top_k", "fusion_weight", "normalization", "grouping", "place_views")
+CALIBRATED_SETTINGS = ("top_k", "fusion_weight", "normalization", "caption_mode", "grouping", "group_radius_m",
+                       "group_cosine", "place_views")
 
 
-def ranking_features(ranking) -> np.ndarray | None:
-    """The FEATURES of a :class:`~cgrs_ros.engine.Ranking` (None without caption scores)."""
+def ranking_features(ranking, agreements=None, unknown_words: float = 1.0) -> np.ndarray | None:
+    """The FEATURES of a :class:`~cgrs_ros.engine.Ranking` (None without caption scores).
+
+    ``agreements``: :class:`cgrs_ros.facts.Agreement` of the goal with each of the first places, best
+    first; ``unknown_words``: :func:`cgrs_ros.facts.unknown_word_share` over their captions."""
     places = ranking.places
-    if not places or ranking.caption is None or not math.isfinite(places[0].caption):
+    if not places or ranking.caption is None or not math.isfinite(places[0].caption) or not agreements:
         return None
     runner = places[1] if len(places) > 1 else None
+    best, others = agreements[0], agreements[1:]
+    content = best.facts + best.unread_clauses
     return np.array([places[0].caption,
                      places[0].caption - (runner.caption if runner else 0.0),
                      places[0].coarse,
-                     places[0].score - (runner.score if runner else 0.0)], dtype=np.float64)
+                     places[0].score - (runner.score if runner else 0.0),
+                     best.supported / content if content else 0.0,
+                     best.contradicted / best.facts if best.facts else 0.0,
+                     best.weakest,
+                     float(best.plausible and any(a.plausible and a.balance >= best.balance for a in others)),
+                     float(any(a.balance > best.balance for a in others)),
+                     unknown_words], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -83,6 +113,16 @@ class Calibration:
             return math.nan
         features = np.asarray(features, np.float64)
         return self.in_domain.probability(features[list(DOMAIN_FEATURES)]) * self.correct.probability(features)
+
+    def refuses(self, settings) -> str:
+        """Why this calibration says nothing about a goal run with ``settings`` (a
+        :class:`~cgrs_ros.config.RetrievalSettings`): '' when it was fitted for them.  A goal's own
+        ``top_k`` or ``fusion_weight`` moves every feature's distribution (top_k 5 measured 0.9994
+        where the fitted settings gave the same goal 0.379), so any difference gives NaN."""
+        fitted = self.fitted_for.get("retrieval", {})
+        changed = [f"{key} {getattr(settings, key)!r} (fitted for {fitted.get(key)!r})" for key in CALIBRATED_SETTINGS
+                   if getattr(settings, key) != fitted.get(key)]
+        return "calibration not fitted for " + ", ".join(changed) if changed else ""
 
     def save(self, path: Path) -> None:
         data = dict(asdict(self), features=list(FEATURES), domain_features=[FEATURES[i] for i in DOMAIN_FEATURES])

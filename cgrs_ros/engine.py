@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .calibration import load_calibration, ranking_features
+from .facts import PlaceEvidence, agreement, differences, read_facts, unknown_word_share
 from .caption_log import CaptionLog
 from .config import EngineConfig, RetrievalSettings
 from .fingerprint import caption_key
@@ -157,18 +158,41 @@ class RankedPlace:
     rows: np.ndarray
 
 
+@dataclass(frozen=True)
+class Ambiguity:
+    """Two or more of the first places fit the goal equally: the result names them instead of
+    picking one, with what tells them apart, so an operator (or a voice front-end) can ask."""
+
+    place_ids: tuple[str, ...]       # the places that fit, best ranked first
+    differences: tuple[str, ...]     # per place (same order): what its captions state that the other's do not
+    question: str                    # one question whose answer decides between them
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """How far a ranking's best place can be trusted: the confidence's features (None: none can be
+    computed), the places the goal does not tell apart, and the first places' agreements."""
+
+    features: np.ndarray | None
+    ambiguity: Ambiguity | None
+    agreements: tuple = ()
+
+
 @dataclass
 class QueryResult:
     """``matches`` ranks images (the Track 4 submission needs them); ``places`` ranks distinct places.
 
     ``confidence`` is the calibrated probability that ``places[0]`` is the place the query asks for
-    (NaN when no calibration is available): an absolute measure, unlike the fused score, which
-    only says how the best candidate compares with the others.  ``captioned`` counts the images
+    (NaN when no calibration is available or the goal's settings are not those it was fitted for;
+    ``confidence_note`` says why): an absolute measure, unlike the fused score, which only says how
+    the best candidate compares with the others.  ``ambiguity`` is set when several of the first
+    places fit the goal equally (then the best is a coin toss, whatever its confidence).  ``captioned`` counts the images
     the query had to caption (the expensive stage; 0 when the index, memory or the log had them).
     ``timings`` are seconds: ``encode`` (the CLIP text encoding of the goal), ``search`` (coarse
     search and grouping into places), ``captions`` (the candidates' captions read or made, and
     matched with the goal, its clauses encoded where the matcher has not seen them), ``rerank``
-    (fusion and ordering), ``assemble`` (the result) and ``total``.
+    (fusion and ordering), ``assemble`` (the result), ``confidence`` (the goal's facts read against
+    the first places' captions, and the calibrated probability) and ``total``.
     """
 
     query: str
@@ -181,6 +205,12 @@ class QueryResult:
     places: list[PlaceMatch] = field(default_factory=list)
     confidence: float = math.nan
     captioned: int = 0
+    confidence_note: str = ""
+    ambiguity: Ambiguity | None = None
+
+
+# places whose captions are compared with the goal's facts (rivals, better agreements elsewhere)
+JUDGED_PLACES = 10
 
 
 class CaptionCache:
@@ -212,6 +242,11 @@ class CaptionCache:
         with self._lock:
             for row, vector in zip(rows, vectors):
                 self._vectors.setdefault(int(row), vector)
+
+    def texts(self, rows) -> list[str]:
+        """The captions of ``rows``, '' for a row not captioned yet."""
+        with self._lock:
+            return [self._captions.get(int(r), "") for r in rows]
 
     def get(self, rows) -> tuple[list[str], np.ndarray]:
         with self._lock:
@@ -282,8 +317,9 @@ class CGRSEngine:
         assembling = time.perf_counter()
         result = self.assemble(text, ranking, settings)
         timings["assemble"] = time.perf_counter() - assembling
-        if self.calibration is not None and not result.degraded:
-            result.confidence = self.calibration.probability(ranking_features(ranking))
+        judging = time.perf_counter()
+        self.set_confidence(result, text, ranking, settings)
+        timings["confidence"] = time.perf_counter() - judging
         timings["total"] = time.perf_counter() - started
         result.timings = timings
         report("done", 1.0)
@@ -347,6 +383,58 @@ class CGRSEngine:
                     for i in place_order.tolist()], error=error, captioned=captioned,
             seconds={"search": searched - started, "captions": matched - searched,
                      "rerank": time.perf_counter() - matched})
+
+    # -- confidence ------------------------------------------------------------------------------
+    def set_confidence(self, result: QueryResult, text: str, ranking: Ranking, settings: RetrievalSettings) -> None:
+        """``result``'s calibrated confidence, why it is NaN when it is, and its ambiguity."""
+        if result.degraded or ranking.caption is None:
+            result.confidence_note = "no caption evidence (" + ("degraded" if result.degraded else "caption mode off") + ")"
+            return
+        judgement = self.judge(text, ranking)
+        result.ambiguity = judgement.ambiguity
+        if self.calibration is None:
+            result.confidence_note = self.calibration_note
+            return
+        result.confidence_note = self.calibration.refuses(settings)
+        if not result.confidence_note:
+            result.confidence = self.calibration.probability(judgement.features)
+            if math.isnan(result.confidence):
+                result.confidence_note = "no caption evidence for the best place"
+
+    def judge(self, text: str, ranking: Ranking) -> Judgement:
+        """The goal's facts against the captions of the first :data:`JUDGED_PLACES` places
+        (:mod:`cgrs_ros.facts`): the confidence's features and the ambiguity, if any."""
+        goal = read_facts(text)
+        places = ranking.places[:JUDGED_PLACES]
+        evidence = [self.place_evidence(place.rows) for place in places]
+        agreements = tuple(agreement(goal, e) for e in evidence)
+        words = set().union(*(e.words for e in evidence)) if evidence else set()
+        features = ranking_features(ranking, agreements, unknown_word_share(goal, words))
+        ambiguity = None
+        fitting = [n for n, a in enumerate(agreements) if a.fits]
+        if agreements and agreements[0].fits and len(fitting) > 1:
+            ambiguity = self._ambiguity([places[n] for n in fitting], [evidence[n] for n in fitting], goal)
+        return Judgement(features, ambiguity, agreements)
+
+    def place_evidence(self, rows: np.ndarray) -> PlaceEvidence:
+        """What the captions of one place's views (index rows) state, sides read only from north-up views."""
+        compass = compass_views(self.index.platform_codes[rows], self.index.headings[rows], self.config.index)
+        if self.index.has_captions:
+            captions = self.index.caption_texts(rows)
+        else:                                       # captioned at query time: what this engine has made
+            captions = self.caption_cache.texts(rows)
+        return PlaceEvidence.of(captions, compass.tolist())
+
+    def _ambiguity(self, places: list[RankedPlace], evidence: list[PlaceEvidence], goal) -> Ambiguity:
+        ids = [self.index.records[int(place.rows[0])].place_id for place in places]
+        first, second = differences(evidence[0], evidence[1], goal)
+        apart = [", ".join(first) or "no other landmark named", ", ".join(second) or "no other landmark named"]
+        question = (f"Two places fit: {ids[0]} ({apart[0]}) or {ids[1]} ({apart[1]})?" if first or second else
+                    f"Two places fit and their captions do not tell them apart: {ids[0]} or {ids[1]}?")
+        others = [f"{pid}" for pid in ids[2:]]
+        if others:
+            question += f" ({len(others)} more fit: {', '.join(others)})"
+        return Ambiguity(tuple(ids), tuple(apart + [""] * (len(ids) - 2)), question)
 
     def coarse_scores(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """CLIP cosine of the query with the gallery images ``rows`` (the score coarse search ranks by)."""

@@ -10,26 +10,37 @@ from cgrs_ros.errors import CGRSInputError
 
 
 def _validation(rng):
-    """In-world goals: caption 0.45-0.8, right when CLIP and margin are high; out-of-world goals:
-    caption 0.1-0.3 with any CLIP and margin (a gibberish goal can hit one image's vector hard)."""
-    n, m = 600, 60
+    """In-world goals: caption 0.45-0.8, right when CLIP and margin are high and the best place's
+    captions support the goal's facts; near misses (a contradicted fact, never right); out-of-world
+    goals: caption 0.1-0.3 with any CLIP and margin (a gibberish goal can hit one image's vector
+    hard), no fact read, every word unknown.  Columns: calibration.FEATURES."""
+    n, m, k = 600, 60, 100
     caption = rng.uniform(0.45, 0.8, n)
     clip, margin = rng.uniform(0.4, 0.8, n), rng.uniform(0.0, 1.5, n)
-    right = (rng.random(n) < 1 / (1 + np.exp(-(12 * (clip - 0.6) + 2 * (margin - 0.75))))).astype(float)
-    ood = np.column_stack([rng.uniform(0.1, 0.3, m), rng.uniform(-0.02, 0.02, m),
-                           rng.uniform(0.4, 0.8, m), rng.uniform(0.0, 1.5, m)])
-    world = np.column_stack([caption, rng.normal(0.01, 0.01, n), clip, margin])
-    return (np.vstack([world, ood]), np.concatenate([right, np.zeros(m)]),
-            np.concatenate([np.ones(n, bool), np.zeros(m, bool)]))
+    supported = rng.choice([0.5, 0.67, 1.0], n, p=[0.2, 0.2, 0.6])
+    right = (rng.random(n) < 1 / (1 + np.exp(-(12 * (clip - 0.6) + 2 * (margin - 0.75) + 6 * (supported - 0.8))))
+             ).astype(float)
+    world = np.column_stack([caption, rng.normal(0.01, 0.01, n), clip, margin, supported, np.zeros(n),
+                             rng.uniform(0.6, 1.0, n), np.zeros(n), np.zeros(n), rng.uniform(0.0, 0.2, n)])
+    near = np.column_stack([rng.uniform(0.45, 0.8, k), rng.normal(0.01, 0.01, k), rng.uniform(0.4, 0.8, k),
+                            rng.uniform(0.0, 1.5, k), rng.choice([0.5, 0.67], k), rng.choice([0.33, 0.5], k),
+                            np.zeros(k), np.zeros(k), np.zeros(k), rng.uniform(0.0, 0.2, k)])
+    ood = np.column_stack([rng.uniform(0.1, 0.3, m), rng.uniform(-0.02, 0.02, m), rng.uniform(0.4, 0.8, m),
+                           rng.uniform(0.0, 1.5, m), np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m),
+                           np.ones(m)])
+    return (np.vstack([world, near, ood]), np.concatenate([right, np.zeros(k), np.zeros(m)]),
+            np.concatenate([np.ones(n + k, bool), np.zeros(m, bool)]))
 
 
 def test_out_of_world_goal_with_strong_clip_features_is_not_confident(tmp_path):
     x, y, in_world = _validation(np.random.default_rng(0))
     calibration = fit(x, y, in_world, {"engine": "e"}, {"world_seed": 2})
-    strong_in_world = np.array([0.7, 0.02, 0.78, 1.4])
-    same_but_unsupported = np.array([0.17, 0.01, 0.78, 1.4])     # "parxww rqsyxn"
+    strong_in_world = np.array([0.7, 0.02, 0.78, 1.4, 1.0, 0.0, 0.9, 0.0, 0.0, 0.0])
+    same_but_unsupported = np.array([0.17, 0.01, 0.78, 1.4, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])     # "parxww rqsyxn"
+    same_but_contradicted = np.array([0.7, 0.02, 0.78, 1.4, 0.67, 0.33, 0.0, 0.0, 0.0, 0.0])  # a near miss
     assert calibration.probability(strong_in_world) > 0.8
     assert calibration.probability(same_but_unsupported) < 0.2
+    assert calibration.probability(same_but_contradicted) < 0.2
     assert math.isnan(calibration.probability(None))
     # the file round-trips, and a file of another feature set is refused with its path
     calibration.save(tmp_path / "c.json")

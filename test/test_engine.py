@@ -37,7 +37,7 @@ def test_query_returns_ranked_geo_matches(engine):
     best = result.places[0].best
     assert best.image_path.is_file() and best.caption and not math.isnan(best.caption_score)
     assert best.has_geo and 47.36 < best.lat < 47.38
-    assert set(result.timings) == {"encode", "search", "captions", "rerank", "assemble", "total"}
+    assert set(result.timings) == {"encode", "search", "captions", "rerank", "assemble", "confidence", "total"}
     assert sum(v for k, v in result.timings.items() if k != "total") <= result.timings["total"]
 
 
