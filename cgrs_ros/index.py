@@ -60,11 +60,13 @@ when it captions every image, which then captions only the images that have none
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import zlib
@@ -88,7 +90,7 @@ from .errors import CGRSInputError
 from .fingerprint import caption_key, fingerprint_differences, index_fingerprint
 from .gallery import (GEO_FIELDS, PLATFORMS, Gallery, GalleryRecord, fsync_dir, resolve_inside, write_atomic,
                       write_text_atomic)
-from .jsonl import decode_text, parse_json, read_bytes, read_json
+from .jsonl import decode_text, parse_json, read_bytes, read_json, read_text
 from .rectify import should_rectify, views_for_captioner
 from .search import build_search_files
 
@@ -99,6 +101,11 @@ READ_FORMATS = (3, INDEX_FORMAT)
 META = "index.json"
 BUILD = ".build"
 LOCK = ".lock"
+LOCK_MARK = b"cgrs-index build lock\n"     # the content of a .lock a build took: proof the folder is ours
+FORMAT_1_MARK = "replaces-format-1"     # in .build: the folder's own files are a format-1 index's
+_GENERATION = re.compile(r"data-[0-9]{4,}")
+_TEMPORARY = re.compile(r"\..+\.tmp-[0-9]+-[0-9]+")
+_HELD_LOCKS: dict[str, int] = {}        # index folder -> the fd of the lock this process holds on it
 DATA_PREFIX = "data-"
 VECTOR_DTYPE = np.float16
 # (file stem, dtype, columns or the index.json field holding their number); vectors are also
@@ -583,6 +590,7 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
             return dict(live.meta, encoded=0, reused=live.meta["count"], up_to_date=True)
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
+        _mark_format_1(out_dir)
         results = _Results()
         if live is not None:
             results.add_index(live, caption_key(config))
@@ -608,26 +616,117 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
 def _build_lock(out_dir: Path):
     """Hold ``out_dir/.lock`` for the whole build: a second build into the same folder is refused.
 
-    A folder with other files and no trace of an index is refused too: a build removes what no
-    index refers to, and must never take a user's own ``data-2024/`` for a stale generation."""
+    The folder must be provably ours before anything in it is changed: an ``index.json`` of a cgrs
+    index, or a ``.lock`` carrying our mark (written as soon as the lock is held, so a killed first
+    build is resumed).  Otherwise it must be empty but for an empty ``.lock``: a build removes what no
+    index refers to, and must never take a user's own ``data-2024/`` for a stale generation.  None of
+    the names a build creates, removes or renames may be a symbolic link: it never writes or deletes
+    through one (the lock is opened with ``O_NOFOLLOW``, every removal checks ``lstat``).
+
+    The lock's open file is handed to the worker processes of a ``--workers`` build
+    (:func:`held_build_lock`), so the folder stays locked while any of them lives."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CGRSInputError(f"index folder {out_dir} is a file, not a folder")
-    if out_dir.is_dir() and not any((out_dir / name).exists() for name in (META, BUILD, LOCK)) \
-            and any(out_dir.iterdir()):
-        raise CGRSInputError(f"index folder {out_dir} holds other files and no cgrs index; "
-                             f"choose a new or empty folder")
+    if out_dir.is_dir():
+        _refuse_links(out_dir)
+        if not _ours(out_dir) and any(entry.name != LOCK or not _empty_file(entry) for entry in os.scandir(out_dir)):
+            raise CGRSInputError(f"index folder {out_dir} holds other files and no cgrs index; choose a new or empty "
+                                 f"folder (an unfinished build of an older cgrs-index: remove its {BUILD} and rerun)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(out_dir / LOCK, "a")
+        fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(out_dir, LOCK) from None
         raise CGRSInputError(f"cannot write the index folder {out_dir}: {exc.strerror or exc}") from exc
-    with handle:
+    key = str(out_dir.resolve())
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CGRSInputError(f"index folder {out_dir}: {LOCK} is {_file_kind(os.fstat(fd).st_mode)}, not a "
+                                 f"file; remove it and rerun")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CGRSInputError(f"index folder {out_dir} is being built by another process; "
-                                 f"wait for it to finish or choose another output folder") from None
+            raise CGRSInputError(f"index folder {out_dir} is being built by another process (or by the worker "
+                                 f"processes of a build that was killed); wait for it to finish or choose another "
+                                 f"output folder") from None
+        if os.pread(fd, len(LOCK_MARK) + 1, 0) != LOCK_MARK:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, LOCK_MARK, 0)
+            os.fsync(fd)
+        _HELD_LOCKS[key] = fd
         yield
+    finally:
+        _HELD_LOCKS.pop(key, None)
+        os.close(fd)
+
+
+def held_build_lock(out_dir: Path) -> int | None:
+    """The file descriptor of the lock this process holds on the index folder ``out_dir`` (None when
+    it holds none): worker processes given a duplicate of it keep the folder locked while they live."""
+    return _HELD_LOCKS.get(str(Path(out_dir).resolve()))
+
+
+def _ours(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an ``index.json`` of a cgrs index or a ``.lock`` with our mark."""
+    lock = out_dir / LOCK
+    if _kind(lock) == "file":
+        try:
+            with open(lock, "rb") as handle:
+                if handle.read(len(LOCK_MARK) + 1) == LOCK_MARK:
+                    return True
+        except OSError:
+            pass
+    if _kind(out_dir / META) != "file":
+        return False
+    try:
+        meta = parse_json(read_text(out_dir / META, "index file"), META)
+    except CGRSInputError:
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("format"), int) and "count" in meta
+
+
+def _empty_file(entry: os.DirEntry) -> bool:
+    return entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size == 0
+
+
+def _kind(path: Path) -> str:
+    """missing | link | dir | file | other, never following a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    return ("link" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode)
+            else "file" if stat.S_ISREG(mode) else "other")
+
+
+def _link_error(out_dir: Path, name: str) -> CGRSInputError:
+    try:
+        target = os.readlink(out_dir / name)
+    except OSError:
+        target = "?"
+    return CGRSInputError(f"index folder {out_dir}: {name} is a symbolic link (to {target}); cgrs-index never "
+                          f"writes or deletes through a link: remove it and rerun")
+
+
+def _refuse_links(out_dir: Path) -> None:
+    """Refuse a folder where a name the build creates, removes or renames is a symbolic link."""
+    names = [LOCK, META, BUILD, f"{BUILD}/chunks", f"{BUILD}/data", f"{BUILD}/{FORMAT_1_MARK}"]
+    names += [entry.name for entry in os.scandir(out_dir) if _GENERATION.fullmatch(entry.name) or _TEMPORARY.fullmatch(entry.name)]
+    for name in names:
+        if _kind(out_dir / name) == "link":
+            raise _link_error(out_dir, name)
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` (a folder with all it holds), never following a link: a link is refused."""
+    kind = _kind(path)
+    if kind == "link":
+        raise _link_error(path.parent, path.name)
+    if kind == "dir":
+        shutil.rmtree(path)     # removes links inside it, never what they point to
+    elif kind != "missing":
+        path.unlink()
 
 
 def _live_data_name(out_dir: Path) -> str | None:
@@ -640,20 +739,35 @@ def _live_data_name(out_dir: Path) -> str | None:
 
 
 def _tidy(out_dir: Path, live_name: str | None, committed: bool) -> None:
-    """Remove what no index refers to: other generations and temporary files; once ``live_name`` is
-    committed, also the build's work and the files of a format-1 index it replaced."""
-    for entry in out_dir.iterdir():
-        if entry.name.startswith(DATA_PREFIX) and entry.name != live_name and entry.is_dir():
-            shutil.rmtree(entry)
-        elif entry.name.startswith(".") and ".tmp-" in entry.name:
-            entry.unlink()
+    """Remove what no index refers to, and only names a build makes: other generations
+    (``data-NNNN`` folders) and temporary files; once ``live_name`` is committed, also the files of a
+    format-1 index it replaced (marked so at the start of the build) and the build's work.  Links are
+    left alone (a build refuses to start with one in place of its names)."""
+    for entry in os.scandir(out_dir):
+        if _GENERATION.fullmatch(entry.name) and entry.name != live_name and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        elif _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
     if committed:
-        for name in (BUILD,) + _FORMAT_1_FILES:
-            entry = out_dir / name
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            elif entry.exists():
-                entry.unlink()
+        build = out_dir / BUILD
+        if _kind(build) != "dir":
+            return
+        if _kind(build / FORMAT_1_MARK) == "file":
+            for name in _FORMAT_1_FILES:
+                if _kind(out_dir / name) != "link":
+                    _remove(out_dir / name)
+        shutil.rmtree(build)
+
+
+def _mark_format_1(out_dir: Path) -> None:
+    """Mark in the build's work that the folder holds a format-1 index, whose files (kept in the
+    folder itself) are removed once the new index is committed."""
+    try:
+        old = json.loads((out_dir / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return
+    if isinstance(old, dict) and old.get("format") == 1:
+        write_atomic(out_dir / BUILD / FORMAT_1_MARK, lambda handle: None)
 
 
 def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _Results, progress) -> None:
@@ -840,6 +954,7 @@ def write_index(out_dir: str | Path, config: EngineConfig, records: Sequence[Gal
     with _build_lock(out_dir):
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
+        _mark_format_1(out_dir)
         with clause_matcher(config) as matcher:
             return _commit(out_dir, config, records, captions, image_vectors, caption_vectors, [], live_name, {},
                            {"gallery_root": str(gallery_root), "gallery_source": ""}, ClauseInputs(matcher))
@@ -854,8 +969,7 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
     table_files, table_entry = _clause_table_files(captions, clauses)
     files.update(table_files)
     stage = out_dir / BUILD / "data"
-    if stage.exists():
-        shutil.rmtree(stage)
+    _remove(stage)
     stage.mkdir(parents=True)
     checksums = _write_files(stage, files)
     name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
