@@ -90,8 +90,10 @@ class _BlockedTexts(Sequence[str]):
             with open(blob, "rb") as handle:
                 size = handle.seek(0, 2)
                 self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except FileNotFoundError:
+            raise CGRSInputError(f"index file {blob} is missing; rebuild the index with cgrs-index") from None
         except (OSError, ValueError) as exc:
-            raise CGRSInputError(f"index file {blob} is missing or unreadable: {exc}") from exc
+            raise CGRSInputError(f"index file {blob} is unreadable: {exc}") from exc
         listed = int(self._block_ends[-1]) if len(table) else 0
         if size != listed:
             raise CGRSInputError(f"index file {blob} is truncated or padded: {size} bytes, its block table says "

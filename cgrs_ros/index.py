@@ -123,6 +123,7 @@ _FORMAT_1_FILES = ("image_embeddings.npy", "caption_embeddings.npy", "records.js
 # Rows whose bytes are checksummed and whose finiteness and norm are checked on every load: a fixed,
 # evenly spread sample, so opening a 1M-row index costs a few hundred row reads, not a 3 GB scan.
 SAMPLE_ROWS = 256
+LOAD_ATTEMPTS = 5           # generations a load tries while rebuilds commit one after another under it
 NORM_TOLERANCE = 1e-2     # float16 storage and fp16 encoders give norms within ~1e-3 of 1
 IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -158,6 +159,8 @@ class GalleryIndex:
     # record path -> checked full path: resolving walks every folder of the path (a stat each),
     # which was a tenth of a cached query's time for its ten matches
     _resolved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # name -> the open file of each generation file read after the load (see load_index)
+    _open: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if any(column is None for column in (self.place_codes, self.coordinates, self.platform_codes, self.headings)):
@@ -192,7 +195,11 @@ class GalleryIndex:
     def read_file(self, name: str) -> bytes:
         """A file of the generation, checked against its sha256 in ``index.json``."""
         file = self.data_dir / name
-        data = read_bytes(file, "index file")
+        handle = self._open.get(name)
+        if handle is not None:      # opened at load: still the generation loaded, even once replaced
+            data = os.pread(handle.fileno(), os.fstat(handle.fileno()).st_size, 0)
+        else:
+            data = read_bytes(file, "index file")
         if _sha256(data) != self.meta["checksums"].get(name):
             raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
         return data
@@ -356,9 +363,30 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
     """
     path = Path(path)
     meta = read_meta(path)
+    for attempt in range(LOAD_ATTEMPTS):
+        try:
+            return _load_generation(path, meta, config)
+        except CGRSInputError:
+            # a rebuild committed between reading index.json and opening the generation it named,
+            # and removed that one: the generation index.json names now is whole (the commit is its
+            # rename).  Tried again only while index.json names a new one each time.
+            try:
+                now = read_meta(path)
+            except CGRSInputError:
+                now = meta
+            if now["data"] == meta["data"] or attempt == LOAD_ATTEMPTS - 1:
+                raise
+            meta = now
+
+
+def _load_generation(path: Path, meta: dict, config: EngineConfig | None) -> GalleryIndex:
+    """The generation ``meta`` names, checked; the files read after the load (search structure,
+    sources, clause texts) are opened now and kept open, so a rebuild that removes the generation
+    later changes nothing for this reader."""
     if config is not None:
         _check_fingerprint(path, meta["fingerprint"], config, meta["captions"])
     data, sums, count = path / meta["data"], meta["checksums"], meta["count"]
+    kept = _open_files(data, [name for name in sums if not name.endswith(".npy")])
     arrays = {}
     for name, dtype, width in ARRAYS + COLUMNS + (("image_ids", np.bytes_, None),):
         shape = (count,) if width is None else (count, meta[width] if isinstance(width, str) else width)
@@ -382,11 +410,27 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
     columns = {name: np.asarray(arrays[name]) for name in ("image_ids", "place_codes", "platforms", "geo")}
     records = IndexRecords(columns, places, details, str(data / "details.z"))
     table = _load_clause_table(data, meta, sums) if "clause_table" in meta else None
-    return GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
-                        arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
-                        place_codes=columns["place_codes"], place_names=places,
-                        coordinates=columns["geo"][:, :2], platform_codes=columns["platforms"],
-                        headings=columns["geo"][:, 3], clause_table=table)
+    index = GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
+                         arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
+                         place_codes=columns["place_codes"], place_names=places,
+                         coordinates=columns["geo"][:, :2], platform_codes=columns["platforms"],
+                         headings=columns["geo"][:, 3], clause_table=table)
+    index._open = kept
+    return index
+
+
+def _open_files(data: Path, names: list[str]) -> dict:
+    """name -> open file of the generation ``data``, opened before anything is read from it."""
+    kept = {}
+    for name in names:
+        try:
+            kept[name] = open(data / name, "rb")
+        except OSError as exc:
+            for handle in kept.values():
+                handle.close()
+            state = "is missing" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc.strerror or exc}"
+            raise CGRSInputError(f"index file {data / name} {state}; rebuild the index with cgrs-index") from None
+    return kept
 
 
 def _load_clause_table(data: Path, meta: dict, sums: dict) -> ClauseTable:
@@ -411,8 +455,10 @@ def _load_clause_table(data: Path, meta: dict, sums: dict) -> ClauseTable:
 def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> np.ndarray:
     try:
         array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise CGRSInputError(f"index file {file} is missing; rebuild the index with cgrs-index") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise CGRSInputError(f"index file {file} is missing or corrupt: {exc}") from exc
+        raise CGRSInputError(f"index file {file} is corrupt: {exc}; rebuild it with cgrs-index") from exc
     right_type = array.dtype.kind == "S" if dtype is np.bytes_ else array.dtype == dtype
     if array.shape != shape or not right_type:
         raise CGRSInputError(f"index file {file} has shape {array.shape} ({array.dtype}), "
