@@ -281,7 +281,11 @@ class IndexRecords(Sequence[GalleryRecord]):
             yield self._record(row, detail)
 
     def image_id(self, row: int) -> str:
-        return self.columns["image_ids"][row].decode("utf-8")
+        try:
+            return self.columns["image_ids"][row].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CGRSInputError(f"index file {Path(self.where).with_name('image_ids.npy')} is corrupt: row {row} "
+                                 f"is not UTF-8; rebuild it with cgrs-index") from None
 
     def _record(self, row: int, detail: str) -> GalleryRecord:
         where = f"{self.where} row {row}"

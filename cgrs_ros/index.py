@@ -565,9 +565,9 @@ class _Results:
         try:
             sources = parse_json(zlib.decompress(index.read_file(SOURCES)).decode("utf-8"), str(file))
             rows, skipped = sources["rows"], sources["skipped"]
+            ids = [index.image_id(row) for row in range(len(index))]
         except (CGRSInputError, KeyError, TypeError, zlib.error, UnicodeDecodeError):
             return  # nothing reused from it; it is replaced as a whole
-        ids = [i.decode("utf-8") for i in index.records.columns["image_ids"]]
         captions = index.captions if index.has_captions else [None] * len(ids)
         self.add_rows(index.image_embeddings, index.caption_embeddings, ids, rows, captions)
         for entry, source in zip(index.skipped, skipped):
