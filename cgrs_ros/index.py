@@ -84,7 +84,8 @@ from tqdm import tqdm
 from . import clause_table
 from .caption_log import LOG_NAME, log_lines, read_log
 from .clause_table import ClauseTable
-from .columns import BlockTexts, IndexRecords, RawTexts, encode_raw_texts, encode_text_blocks, record_columns
+from .columns import (BlockTexts, IndexRecords, RawTexts, encode_raw_texts, encode_text_blocks, inflate, inflate_limit,
+                      record_columns)
 from .config import INDEX_CAPTIONS, EngineConfig, IndexSettings
 from .errors import CGRSInputError
 from .fingerprint import caption_key, fingerprint_differences, index_fingerprint
@@ -118,6 +119,9 @@ COLUMNS = (("place_codes", np.int32, None), ("platforms", np.uint8, None), ("geo
 # one crc32, verified once per process
 TEXT_COLUMNS = {"captions": 64, "details": 8}
 SOURCES = "sources.json.zlib"
+# generation_files' entry of inflated sizes, which index.json keeps (field "inflated"): each zlib
+# stream of a generation is read bounded by it (details.z: its largest block)
+INFLATED = "inflated"
 # Files of a format-1 index (written straight into the folder); removed once a newer index replaces it.
 _FORMAT_1_FILES = ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json", ".partial")
 # Rows whose bytes are checksummed and whose finiteness and norm are checked on every load: a fixed,
@@ -203,6 +207,13 @@ class GalleryIndex:
         if _sha256(data) != self.meta["checksums"].get(name):
             raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
         return data
+
+    def inflated(self, name: str) -> bytes:
+        """A zlib file of the generation, checked and inflated, refused when it inflates past the
+        size ``index.json`` records for it."""
+        data = self.read_file(name)
+        return inflate(data, inflate_limit(self.meta.get(INFLATED, {}).get(name), len(data)),
+                       f"index file {self.data_dir / name}")
 
     def caption_texts(self, rows) -> list[str]:
         """The captions of ``rows`` (an int array): one vectorised read from an index on disk (a
@@ -345,6 +356,9 @@ def read_meta(path: Path) -> dict:
         raise CGRSInputError(f"{meta_path} is corrupt: field 'text_block_rows' is missing or not positive integers")
     if not meta["data"].startswith(DATA_PREFIX) or Path(meta["data"]).name != meta["data"]:
         raise CGRSInputError(f"{meta_path} is corrupt: field 'data' is {meta['data']!r}")
+    inflated = meta.setdefault(INFLATED, {})        # indexes made before it: bounded by inflate_limit
+    if not isinstance(inflated, dict):
+        raise CGRSInputError(f"{meta_path} is corrupt: field '{INFLATED}' is not a mapping")
     if meta.setdefault("captions", "all") not in INDEX_CAPTIONS:   # indexes made before the setting: all
         raise CGRSInputError(f"{meta_path} is corrupt: field 'captions' is {meta['captions']!r}, "
                              f"not one of {INDEX_CAPTIONS}")
@@ -473,7 +487,8 @@ def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> n
 def _load_block_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> BlockTexts:
     """A text column in zlib blocks: its block table checked by sha256, a sample of its blocks by crc32."""
     table = _load_block_table(data / f"{name}.blocks.npy", sums)
-    texts = BlockTexts(data / f"{name}.z", table, count, meta["text_block_rows"][name])
+    texts = BlockTexts(data / f"{name}.z", table, count, meta["text_block_rows"][name],
+                       meta[INFLATED].get(f"{name}.z"))
     texts.check_sample(_sample_rows(len(table)))
     return texts
 
@@ -563,7 +578,7 @@ class _Results:
         file is intact."""
         file = index.data_dir / SOURCES
         try:
-            sources = parse_json(zlib.decompress(index.read_file(SOURCES)).decode("utf-8"), str(file))
+            sources = parse_json(index.inflated(SOURCES).decode("utf-8"), str(file))
             rows, skipped = sources["rows"], sources["skipped"]
             ids = [index.image_id(row) for row in range(len(index))]
         except (CGRSInputError, KeyError, TypeError, zlib.error, UnicodeDecodeError):
@@ -1014,6 +1029,10 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
     files.update(extra_files)
     table_files, table_entry = _clause_table_files(captions, clauses)
     files.update(table_files)
+    inflated = dict(files.pop(INFLATED, {}))
+    for name in (SOURCES, clause_table.TEXTS):      # the builder's own bytes: their size, for the readers' bound
+        if name in files:
+            inflated[name] = len(zlib.decompress(files[name]))
     stage = out_dir / BUILD / "data"
     _remove(stage)
     stage.mkdir(parents=True)
@@ -1026,6 +1045,7 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
             "image_dim": int(files["image_embeddings.npy"].shape[1]),
             "caption_dim": int(files["caption_embeddings.npy"].shape[1]), "text_block_rows": dict(TEXT_COLUMNS),
             "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums,
+            "inflated": inflated,
             **({"clause_table": table_entry} if table_entry is not None else {})}
     write_text_atomic(out_dir / META, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")  # the commit
     fsync_dir(out_dir)
@@ -1079,6 +1099,7 @@ def _clause_table_files(captions: Sequence[str], clauses: ClauseInputs) -> tuple
     known = {}
     if live is not None and live.clause_table is not None and live.clause_table.key == matcher.clause_key:
         try:
+            live.inflated(clause_table.TEXTS)        # refused unless within its recorded size
             known = clause_table.known_vectors(live.clause_table, live.read_file(clause_table.TEXTS))
         except (CGRSInputError, ValueError, zlib.error, UnicodeDecodeError):
             known = {}      # unreadable: every clause is encoded again
@@ -1100,8 +1121,9 @@ def generation_files(records: Sequence[GalleryRecord], captions: Sequence[str], 
              "skipped.json": (json.dumps(skipped, indent=1, ensure_ascii=False) + "\n").encode("utf-8")}
     blob, ends, table = encode_raw_texts(list(captions), TEXT_COLUMNS["captions"])
     files.update({"captions.utf8": blob, "captions.ends.npy": ends, "captions.blocks.npy": _npy_bytes(table)})
-    blob, table = encode_text_blocks(details, TEXT_COLUMNS["details"])
+    blob, table, largest = encode_text_blocks(details, TEXT_COLUMNS["details"])
     files.update({"details.z": blob, "details.blocks.npy": _npy_bytes(table)})
+    files[INFLATED] = {"details.z": largest}
     return files
 
 
