@@ -1036,8 +1036,9 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
     stage = out_dir / BUILD / "data"
     _remove(stage)
     stage.mkdir(parents=True)
-    checksums = _write_files(stage, files)
-    name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
+    checksums = _write_files(stage, files)     # each file fsynced before it is renamed into the stage
+    fsync_dir(stage)    # the stage's entries on disk before the folder is renamed: else a power cut could keep
+    name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"   # the rename and lose the files it names
     os.replace(stage, out_dir / name)
     fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
     meta = {"format": INDEX_FORMAT, "fingerprint": index_fingerprint(config), "captions": config.index.captions,
