@@ -13,10 +13,14 @@ worker that dies loses only its unfinished chunk and a rerun resumes from the fi
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
 import socket
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
@@ -26,7 +30,7 @@ from typing import Iterable, Iterator
 from .config import EngineConfig
 from .errors import CGRSInputError
 from .gallery import Gallery
-from .index import _encode_chunk, _Results, chunk_plan, load_build_models, progress_bar
+from .index import _encode_chunk, _Results, chunk_plan, held_build_lock, load_build_models, progress_bar
 
 
 class ChunkWorker:
@@ -70,6 +74,54 @@ def add_landed_chunks(landed: Iterable[tuple[str, str, int]], fingerprint: dict,
 
 
 _worker: ChunkWorker | None = None      # this pool process's models, loaded by its first chunk
+_held_lock: int | None = None           # this pool process's duplicate of the build's lock
+PR_SET_PDEATHSIG = 1                    # linux/prctl.h
+PARENT_POLL_S = 0.5
+
+
+class _InheritedFd:
+    """A file descriptor handed to a ``spawn``ed process as it starts (multiprocessing passes it
+    as an inherited fd): the build's lock, whose open file stays locked while any holder lives."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing.reduction import DupFd
+
+        return _detach, (DupFd(self.fd),)
+
+
+def _detach(dup) -> int:
+    return dup.detach()
+
+
+def _start_worker(parent: int, lock: int | None) -> None:
+    """Set up a pool process: it ignores Ctrl-C (the terminal sends it to the whole group: the
+    parent alone stops the build, after the chunks in progress), dies with the build process
+    (``kill -9`` of the parent must not leave workers of a gigabyte each behind, encoding for
+    nobody), and holds the build's lock until it exits (a rerun must not start beside it).
+
+    Dying with the parent: on Linux the kernel sends SIGKILL when the parent exits
+    (``PR_SET_PDEATHSIG``); everywhere a thread also checks that the parent is still the one that
+    started this process, and exits when it is not."""
+    global _held_lock
+    _held_lock = lock
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:           # the parent died before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="cgrs-parent-watch").start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _encode_in_pool_process(worker_class: type, config: EngineConfig, fingerprint: dict, stem: str,
@@ -98,9 +150,9 @@ class ProcessEncoder:
                  results: _Results, progress: bool) -> None:
         tasks = chunk_tasks(gallery, work, config, chunks, results)
         width = min(self.workers, len(tasks))
-        # the workers ignore Ctrl-C (the terminal sends it to them too): this process alone stops the build
-        pool = ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        lock = held_build_lock(chunks.parent.parent)
+        pool = ProcessPoolExecutor(width, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                   initargs=(os.getpid(), None if lock is None else _InheritedFd(lock)))
         try:
             with progress_bar(gallery, work, progress) as bar:
                 add_landed_chunks(_one_chunk_per_worker(pool, width, self.worker_class, config, fingerprint, tasks),

@@ -42,16 +42,42 @@ DECODED_BLOCKS = 256          # decoded blocks kept per zlib text column (a quer
 SCAN_ROWS = 1024              # raw texts a full scan reads per take: numpy's cost per call amortised
 
 
-def encode_text_blocks(texts: Sequence[str], rows_per_block: int) -> tuple[bytes, np.ndarray]:
-    """(NAME.z bytes, NAME.blocks table) for ``texts``."""
-    parts, table, end = [], [], 0
+def encode_text_blocks(texts: Sequence[str], rows_per_block: int) -> tuple[bytes, np.ndarray, int]:
+    """(NAME.z bytes, NAME.blocks table, the size of its largest block inflated) for ``texts``."""
+    parts, table, end, largest = [], [], 0, 0
     for start in range(0, len(texts), rows_per_block):
-        block = zlib.compress(json.dumps(list(texts[start:start + rows_per_block]),
-                                         ensure_ascii=False).encode("utf-8"), 9)
+        raw = json.dumps(list(texts[start:start + rows_per_block]), ensure_ascii=False).encode("utf-8")
+        block = zlib.compress(raw, 9)
         parts.append(block)
+        largest = max(largest, len(raw))
         end += len(block)
         table.append((end, zlib.crc32(block)))
-    return b"".join(parts), np.array(table, dtype=np.int64).reshape(-1, 2)
+    return b"".join(parts), np.array(table, dtype=np.int64).reshape(-1, 2), largest
+
+
+def inflate_limit(recorded: object, compressed: int) -> int:
+    """The most bytes a zlib stream of ``compressed`` bytes may inflate to: the size ``index.json``
+    records for it, or for an index that records none, 64 times its size (the index's text blocks
+    compress 5-10 times; zlib can reach 1,000)."""
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0:
+        return recorded
+    return max(1 << 20, 64 * compressed)
+
+
+def inflate(data: bytes, limit: int, what: str) -> bytes:
+    """``zlib.decompress(data)``, refused (never held in memory) when it inflates past ``limit``
+    bytes: a crafted block of a few megabytes must not take gigabytes before it is refused."""
+    stream = zlib.decompressobj()
+    try:
+        out = stream.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise CGRSInputError(f"{what} is corrupt ({exc}); rebuild it with cgrs-index") from None
+    if len(out) > limit or stream.unconsumed_tail:
+        raise CGRSInputError(f"{what} is corrupt: it inflates to more than the {limit} bytes the index records "
+                             f"for it; rebuild it with cgrs-index")
+    if not stream.eof:
+        raise CGRSInputError(f"{what} is corrupt (truncated zlib stream); rebuild it with cgrs-index")
+    return out
 
 
 def encode_raw_texts(texts: Sequence[str], rows_per_block: int) -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -90,8 +116,10 @@ class _BlockedTexts(Sequence[str]):
             with open(blob, "rb") as handle:
                 size = handle.seek(0, 2)
                 self._data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except FileNotFoundError:
+            raise CGRSInputError(f"index file {blob} is missing; rebuild the index with cgrs-index") from None
         except (OSError, ValueError) as exc:
-            raise CGRSInputError(f"index file {blob} is missing or unreadable: {exc}") from exc
+            raise CGRSInputError(f"index file {blob} is unreadable: {exc}") from exc
         listed = int(self._block_ends[-1]) if len(table) else 0
         if size != listed:
             raise CGRSInputError(f"index file {blob} is truncated or padded: {size} bytes, its block table says "
@@ -130,8 +158,11 @@ class _BlockedTexts(Sequence[str]):
 class BlockTexts(_BlockedTexts):
     """A read-only sequence of texts decoded block by block from a memory-mapped ``NAME.z``."""
 
-    def __init__(self, blob: Path, table: np.ndarray, count: int, rows_per_block: int):
+    def __init__(self, blob: Path, table: np.ndarray, count: int, rows_per_block: int, largest: int | None = None):
+        """``largest``: the inflated size of the largest block, as index.json records it (None: see
+        :func:`inflate_limit`)."""
         super().__init__(blob, table, count, rows_per_block)
+        self.largest = largest
         self.block = lru_cache(maxsize=DECODED_BLOCKS)(self._decode)
 
     def _text(self, row: int) -> str:
@@ -154,7 +185,8 @@ class BlockTexts(_BlockedTexts):
         try:
             if zlib.crc32(data) != int(self._crcs[number]):
                 raise ValueError("checksum mismatch")
-            texts = json.loads(zlib.decompress(data).decode("utf-8"))
+            raw = inflate(data, inflate_limit(self.largest, len(data)), f"index file {self.blob} block {number}")
+            texts = json.loads(raw.decode("utf-8"))
             if not isinstance(texts, list) or len(texts) != wanted or not all(isinstance(t, str) for t in texts):
                 raise ValueError(f"expected a list of {wanted} texts")
         except (ValueError, zlib.error, RecursionError) as exc:
@@ -279,7 +311,11 @@ class IndexRecords(Sequence[GalleryRecord]):
             yield self._record(row, detail)
 
     def image_id(self, row: int) -> str:
-        return self.columns["image_ids"][row].decode("utf-8")
+        try:
+            return self.columns["image_ids"][row].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CGRSInputError(f"index file {Path(self.where).with_name('image_ids.npy')} is corrupt: row {row} "
+                                 f"is not UTF-8; rebuild it with cgrs-index") from None
 
     def _record(self, row: int, detail: str) -> GalleryRecord:
         where = f"{self.where} row {row}"

@@ -177,8 +177,14 @@ def load_engine_config(path: str | Path | None = None, **overrides) -> EngineCon
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CGRSInputError(f"cannot read engine config {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CGRSInputError(f"engine config {path} is not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise CGRSInputError(f"engine config {path} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise CGRSInputError(f"engine config {path} is not valid YAML here: nested too deeply") from None
+    except ValueError as exc:     # an integer of more than 4,300 digits
+        raise CGRSInputError(f"engine config {path}: a value YAML cannot convert ({exc})") from exc
     if not isinstance(data, dict):
         raise CGRSInputError(f"engine config {path}: expected a mapping at the top level")
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -60,11 +60,13 @@ when it captions every image, which then captions only the images that have none
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import zlib
@@ -82,13 +84,14 @@ from tqdm import tqdm
 from . import clause_table
 from .caption_log import LOG_NAME, log_lines, read_log
 from .clause_table import ClauseTable
-from .columns import BlockTexts, IndexRecords, RawTexts, encode_raw_texts, encode_text_blocks, record_columns
+from .columns import (BlockTexts, IndexRecords, RawTexts, encode_raw_texts, encode_text_blocks, inflate, inflate_limit,
+                      record_columns)
 from .config import INDEX_CAPTIONS, EngineConfig, IndexSettings
 from .errors import CGRSInputError
 from .fingerprint import caption_key, fingerprint_differences, index_fingerprint
 from .gallery import (GEO_FIELDS, PLATFORMS, Gallery, GalleryRecord, fsync_dir, resolve_inside, write_atomic,
                       write_text_atomic)
-from .jsonl import decode_text, parse_json, read_bytes, read_json
+from .jsonl import decode_text, parse_json, read_bytes, read_json, read_text
 from .rectify import should_rectify, views_for_captioner
 from .search import build_search_files
 
@@ -99,6 +102,11 @@ READ_FORMATS = (3, INDEX_FORMAT)
 META = "index.json"
 BUILD = ".build"
 LOCK = ".lock"
+LOCK_MARK = b"cgrs-index build lock\n"     # the content of a .lock a build took: proof the folder is ours
+FORMAT_1_MARK = "replaces-format-1"     # in .build: the folder's own files are a format-1 index's
+_GENERATION = re.compile(r"data-[0-9]{4,}")
+_TEMPORARY = re.compile(r"\..+\.tmp-[0-9]+-[0-9]+")
+_HELD_LOCKS: dict[str, int] = {}        # index folder -> the fd of the lock this process holds on it
 DATA_PREFIX = "data-"
 VECTOR_DTYPE = np.float16
 # (file stem, dtype, columns or the index.json field holding their number); vectors are also
@@ -111,11 +119,15 @@ COLUMNS = (("place_codes", np.int32, None), ("platforms", np.uint8, None), ("geo
 # one crc32, verified once per process
 TEXT_COLUMNS = {"captions": 64, "details": 8}
 SOURCES = "sources.json.zlib"
+# generation_files' entry of inflated sizes, which index.json keeps (field "inflated"): each zlib
+# stream of a generation is read bounded by it (details.z: its largest block)
+INFLATED = "inflated"
 # Files of a format-1 index (written straight into the folder); removed once a newer index replaces it.
 _FORMAT_1_FILES = ("image_embeddings.npy", "caption_embeddings.npy", "records.jsonl", "skipped.json", ".partial")
 # Rows whose bytes are checksummed and whose finiteness and norm are checked on every load: a fixed,
 # evenly spread sample, so opening a 1M-row index costs a few hundred row reads, not a 3 GB scan.
 SAMPLE_ROWS = 256
+LOAD_ATTEMPTS = 5           # generations a load tries while rebuilds commit one after another under it
 NORM_TOLERANCE = 1e-2     # float16 storage and fp16 encoders give norms within ~1e-3 of 1
 IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -151,6 +163,8 @@ class GalleryIndex:
     # record path -> checked full path: resolving walks every folder of the path (a stat each),
     # which was a tenth of a cached query's time for its ten matches
     _resolved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # name -> the open file of each generation file read after the load (see load_index)
+    _open: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if any(column is None for column in (self.place_codes, self.coordinates, self.platform_codes, self.headings)):
@@ -185,10 +199,21 @@ class GalleryIndex:
     def read_file(self, name: str) -> bytes:
         """A file of the generation, checked against its sha256 in ``index.json``."""
         file = self.data_dir / name
-        data = read_bytes(file, "index file")
+        handle = self._open.get(name)
+        if handle is not None:      # opened at load: still the generation loaded, even once replaced
+            data = os.pread(handle.fileno(), os.fstat(handle.fileno()).st_size, 0)
+        else:
+            data = read_bytes(file, "index file")
         if _sha256(data) != self.meta["checksums"].get(name):
             raise CGRSInputError(f"index file {file} does not match the checksum in {META}; rebuild it with cgrs-index")
         return data
+
+    def inflated(self, name: str) -> bytes:
+        """A zlib file of the generation, checked and inflated, refused when it inflates past the
+        size ``index.json`` records for it."""
+        data = self.read_file(name)
+        return inflate(data, inflate_limit(self.meta.get(INFLATED, {}).get(name), len(data)),
+                       f"index file {self.data_dir / name}")
 
     def caption_texts(self, rows) -> list[str]:
         """The captions of ``rows`` (an int array): one vectorised read from an index on disk (a
@@ -331,6 +356,9 @@ def read_meta(path: Path) -> dict:
         raise CGRSInputError(f"{meta_path} is corrupt: field 'text_block_rows' is missing or not positive integers")
     if not meta["data"].startswith(DATA_PREFIX) or Path(meta["data"]).name != meta["data"]:
         raise CGRSInputError(f"{meta_path} is corrupt: field 'data' is {meta['data']!r}")
+    inflated = meta.setdefault(INFLATED, {})        # indexes made before it: bounded by inflate_limit
+    if not isinstance(inflated, dict):
+        raise CGRSInputError(f"{meta_path} is corrupt: field '{INFLATED}' is not a mapping")
     if meta.setdefault("captions", "all") not in INDEX_CAPTIONS:   # indexes made before the setting: all
         raise CGRSInputError(f"{meta_path} is corrupt: field 'captions' is {meta['captions']!r}, "
                              f"not one of {INDEX_CAPTIONS}")
@@ -349,9 +377,30 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
     """
     path = Path(path)
     meta = read_meta(path)
+    for attempt in range(LOAD_ATTEMPTS):
+        try:
+            return _load_generation(path, meta, config)
+        except CGRSInputError:
+            # a rebuild committed between reading index.json and opening the generation it named,
+            # and removed that one: the generation index.json names now is whole (the commit is its
+            # rename).  Tried again only while index.json names a new one each time.
+            try:
+                now = read_meta(path)
+            except CGRSInputError:
+                now = meta
+            if now["data"] == meta["data"] or attempt == LOAD_ATTEMPTS - 1:
+                raise
+            meta = now
+
+
+def _load_generation(path: Path, meta: dict, config: EngineConfig | None) -> GalleryIndex:
+    """The generation ``meta`` names, checked; the files read after the load (search structure,
+    sources, clause texts) are opened now and kept open, so a rebuild that removes the generation
+    later changes nothing for this reader."""
     if config is not None:
         _check_fingerprint(path, meta["fingerprint"], config, meta["captions"])
     data, sums, count = path / meta["data"], meta["checksums"], meta["count"]
+    kept = _open_files(data, [name for name in sums if not name.endswith(".npy")])
     arrays = {}
     for name, dtype, width in ARRAYS + COLUMNS + (("image_ids", np.bytes_, None),):
         shape = (count,) if width is None else (count, meta[width] if isinstance(width, str) else width)
@@ -375,11 +424,27 @@ def load_index(path: str | Path, config: EngineConfig | None = None) -> GalleryI
     columns = {name: np.asarray(arrays[name]) for name in ("image_ids", "place_codes", "platforms", "geo")}
     records = IndexRecords(columns, places, details, str(data / "details.z"))
     table = _load_clause_table(data, meta, sums) if "clause_table" in meta else None
-    return GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
-                        arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
-                        place_codes=columns["place_codes"], place_names=places,
-                        coordinates=columns["geo"][:, :2], platform_codes=columns["platforms"],
-                        headings=columns["geo"][:, 3], clause_table=table)
+    index = GalleryIndex(path, meta, records, captions, arrays["image_embeddings"],
+                         arrays["caption_embeddings"], Path(meta["gallery_root"]), skipped,
+                         place_codes=columns["place_codes"], place_names=places,
+                         coordinates=columns["geo"][:, :2], platform_codes=columns["platforms"],
+                         headings=columns["geo"][:, 3], clause_table=table)
+    index._open = kept
+    return index
+
+
+def _open_files(data: Path, names: list[str]) -> dict:
+    """name -> open file of the generation ``data``, opened before anything is read from it."""
+    kept = {}
+    for name in names:
+        try:
+            kept[name] = open(data / name, "rb")
+        except OSError as exc:
+            for handle in kept.values():
+                handle.close()
+            state = "is missing" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc.strerror or exc}"
+            raise CGRSInputError(f"index file {data / name} {state}; rebuild the index with cgrs-index") from None
+    return kept
 
 
 def _load_clause_table(data: Path, meta: dict, sums: dict) -> ClauseTable:
@@ -404,8 +469,10 @@ def _load_clause_table(data: Path, meta: dict, sums: dict) -> ClauseTable:
 def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> np.ndarray:
     try:
         array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise CGRSInputError(f"index file {file} is missing; rebuild the index with cgrs-index") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise CGRSInputError(f"index file {file} is missing or corrupt: {exc}") from exc
+        raise CGRSInputError(f"index file {file} is corrupt: {exc}; rebuild it with cgrs-index") from exc
     right_type = array.dtype.kind == "S" if dtype is np.bytes_ else array.dtype == dtype
     if array.shape != shape or not right_type:
         raise CGRSInputError(f"index file {file} has shape {array.shape} ({array.dtype}), "
@@ -420,7 +487,8 @@ def _load_array(file: Path, shape: tuple, dtype, sums: dict, vectors: bool) -> n
 def _load_block_texts(data: Path, name: str, count: int, meta: dict, sums: dict) -> BlockTexts:
     """A text column in zlib blocks: its block table checked by sha256, a sample of its blocks by crc32."""
     table = _load_block_table(data / f"{name}.blocks.npy", sums)
-    texts = BlockTexts(data / f"{name}.z", table, count, meta["text_block_rows"][name])
+    texts = BlockTexts(data / f"{name}.z", table, count, meta["text_block_rows"][name],
+                       meta[INFLATED].get(f"{name}.z"))
     texts.check_sample(_sample_rows(len(table)))
     return texts
 
@@ -510,11 +578,11 @@ class _Results:
         file is intact."""
         file = index.data_dir / SOURCES
         try:
-            sources = parse_json(zlib.decompress(index.read_file(SOURCES)).decode("utf-8"), str(file))
+            sources = parse_json(index.inflated(SOURCES).decode("utf-8"), str(file))
             rows, skipped = sources["rows"], sources["skipped"]
+            ids = [index.image_id(row) for row in range(len(index))]
         except (CGRSInputError, KeyError, TypeError, zlib.error, UnicodeDecodeError):
             return  # nothing reused from it; it is replaced as a whole
-        ids = [i.decode("utf-8") for i in index.records.columns["image_ids"]]
         captions = index.captions if index.has_captions else [None] * len(ids)
         self.add_rows(index.image_embeddings, index.caption_embeddings, ids, rows, captions)
         for entry, source in zip(index.skipped, skipped):
@@ -583,6 +651,7 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
             return dict(live.meta, encoded=0, reused=live.meta["count"], up_to_date=True)
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
+        _mark_format_1(out_dir)
         results = _Results()
         if live is not None:
             results.add_index(live, caption_key(config))
@@ -608,26 +677,117 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
 def _build_lock(out_dir: Path):
     """Hold ``out_dir/.lock`` for the whole build: a second build into the same folder is refused.
 
-    A folder with other files and no trace of an index is refused too: a build removes what no
-    index refers to, and must never take a user's own ``data-2024/`` for a stale generation."""
+    The folder must be provably ours before anything in it is changed: an ``index.json`` of a cgrs
+    index, or a ``.lock`` carrying our mark (written as soon as the lock is held, so a killed first
+    build is resumed).  Otherwise it must be empty but for an empty ``.lock``: a build removes what no
+    index refers to, and must never take a user's own ``data-2024/`` for a stale generation.  None of
+    the names a build creates, removes or renames may be a symbolic link: it never writes or deletes
+    through one (the lock is opened with ``O_NOFOLLOW``, every removal checks ``lstat``).
+
+    The lock's open file is handed to the worker processes of a ``--workers`` build
+    (:func:`held_build_lock`), so the folder stays locked while any of them lives."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CGRSInputError(f"index folder {out_dir} is a file, not a folder")
-    if out_dir.is_dir() and not any((out_dir / name).exists() for name in (META, BUILD, LOCK)) \
-            and any(out_dir.iterdir()):
-        raise CGRSInputError(f"index folder {out_dir} holds other files and no cgrs index; "
-                             f"choose a new or empty folder")
+    if out_dir.is_dir():
+        _refuse_links(out_dir)
+        if not _ours(out_dir) and any(entry.name != LOCK or not _empty_file(entry) for entry in os.scandir(out_dir)):
+            raise CGRSInputError(f"index folder {out_dir} holds other files and no cgrs index; choose a new or empty "
+                                 f"folder (an unfinished build of an older cgrs-index: remove its {BUILD} and rerun)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(out_dir / LOCK, "a")
+        fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(out_dir, LOCK) from None
         raise CGRSInputError(f"cannot write the index folder {out_dir}: {exc.strerror or exc}") from exc
-    with handle:
+    key = str(out_dir.resolve())
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CGRSInputError(f"index folder {out_dir}: {LOCK} is {_file_kind(os.fstat(fd).st_mode)}, not a "
+                                 f"file; remove it and rerun")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CGRSInputError(f"index folder {out_dir} is being built by another process; "
-                                 f"wait for it to finish or choose another output folder") from None
+            raise CGRSInputError(f"index folder {out_dir} is being built by another process (or by the worker "
+                                 f"processes of a build that was killed); wait for it to finish or choose another "
+                                 f"output folder") from None
+        if os.pread(fd, len(LOCK_MARK) + 1, 0) != LOCK_MARK:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, LOCK_MARK, 0)
+            os.fsync(fd)
+        _HELD_LOCKS[key] = fd
         yield
+    finally:
+        _HELD_LOCKS.pop(key, None)
+        os.close(fd)
+
+
+def held_build_lock(out_dir: Path) -> int | None:
+    """The file descriptor of the lock this process holds on the index folder ``out_dir`` (None when
+    it holds none): worker processes given a duplicate of it keep the folder locked while they live."""
+    return _HELD_LOCKS.get(str(Path(out_dir).resolve()))
+
+
+def _ours(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an ``index.json`` of a cgrs index or a ``.lock`` with our mark."""
+    lock = out_dir / LOCK
+    if _kind(lock) == "file":
+        try:
+            with open(lock, "rb") as handle:
+                if handle.read(len(LOCK_MARK) + 1) == LOCK_MARK:
+                    return True
+        except OSError:
+            pass
+    if _kind(out_dir / META) != "file":
+        return False
+    try:
+        meta = parse_json(read_text(out_dir / META, "index file"), META)
+    except CGRSInputError:
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("format"), int) and "count" in meta
+
+
+def _empty_file(entry: os.DirEntry) -> bool:
+    return entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size == 0
+
+
+def _kind(path: Path) -> str:
+    """missing | link | dir | file | other, never following a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    return ("link" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode)
+            else "file" if stat.S_ISREG(mode) else "other")
+
+
+def _link_error(out_dir: Path, name: str) -> CGRSInputError:
+    try:
+        target = os.readlink(out_dir / name)
+    except OSError:
+        target = "?"
+    return CGRSInputError(f"index folder {out_dir}: {name} is a symbolic link (to {target}); cgrs-index never "
+                          f"writes or deletes through a link: remove it and rerun")
+
+
+def _refuse_links(out_dir: Path) -> None:
+    """Refuse a folder where a name the build creates, removes or renames is a symbolic link."""
+    names = [LOCK, META, BUILD, f"{BUILD}/chunks", f"{BUILD}/data", f"{BUILD}/{FORMAT_1_MARK}"]
+    names += [entry.name for entry in os.scandir(out_dir) if _GENERATION.fullmatch(entry.name) or _TEMPORARY.fullmatch(entry.name)]
+    for name in names:
+        if _kind(out_dir / name) == "link":
+            raise _link_error(out_dir, name)
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` (a folder with all it holds), never following a link: a link is refused."""
+    kind = _kind(path)
+    if kind == "link":
+        raise _link_error(path.parent, path.name)
+    if kind == "dir":
+        shutil.rmtree(path)     # removes links inside it, never what they point to
+    elif kind != "missing":
+        path.unlink()
 
 
 def _live_data_name(out_dir: Path) -> str | None:
@@ -640,20 +800,35 @@ def _live_data_name(out_dir: Path) -> str | None:
 
 
 def _tidy(out_dir: Path, live_name: str | None, committed: bool) -> None:
-    """Remove what no index refers to: other generations and temporary files; once ``live_name`` is
-    committed, also the build's work and the files of a format-1 index it replaced."""
-    for entry in out_dir.iterdir():
-        if entry.name.startswith(DATA_PREFIX) and entry.name != live_name and entry.is_dir():
-            shutil.rmtree(entry)
-        elif entry.name.startswith(".") and ".tmp-" in entry.name:
-            entry.unlink()
+    """Remove what no index refers to, and only names a build makes: other generations
+    (``data-NNNN`` folders) and temporary files; once ``live_name`` is committed, also the files of a
+    format-1 index it replaced (marked so at the start of the build) and the build's work.  Links are
+    left alone (a build refuses to start with one in place of its names)."""
+    for entry in os.scandir(out_dir):
+        if _GENERATION.fullmatch(entry.name) and entry.name != live_name and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        elif _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
     if committed:
-        for name in (BUILD,) + _FORMAT_1_FILES:
-            entry = out_dir / name
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            elif entry.exists():
-                entry.unlink()
+        build = out_dir / BUILD
+        if _kind(build) != "dir":
+            return
+        if _kind(build / FORMAT_1_MARK) == "file":
+            for name in _FORMAT_1_FILES:
+                if _kind(out_dir / name) != "link":
+                    _remove(out_dir / name)
+        shutil.rmtree(build)
+
+
+def _mark_format_1(out_dir: Path) -> None:
+    """Mark in the build's work that the folder holds a format-1 index, whose files (kept in the
+    folder itself) are removed once the new index is committed."""
+    try:
+        old = json.loads((out_dir / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return
+    if isinstance(old, dict) and old.get("format") == 1:
+        write_atomic(out_dir / BUILD / FORMAT_1_MARK, lambda handle: None)
 
 
 def _encode(gallery, work, config, fingerprint, models, chunks: Path, results: _Results, progress) -> None:
@@ -840,6 +1015,7 @@ def write_index(out_dir: str | Path, config: EngineConfig, records: Sequence[Gal
     with _build_lock(out_dir):
         live_name = _live_data_name(out_dir)
         _tidy(out_dir, live_name, committed=False)
+        _mark_format_1(out_dir)
         with clause_matcher(config) as matcher:
             return _commit(out_dir, config, records, captions, image_vectors, caption_vectors, [], live_name, {},
                            {"gallery_root": str(gallery_root), "gallery_source": ""}, ClauseInputs(matcher))
@@ -853,12 +1029,16 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
     files.update(extra_files)
     table_files, table_entry = _clause_table_files(captions, clauses)
     files.update(table_files)
+    inflated = dict(files.pop(INFLATED, {}))
+    for name in (SOURCES, clause_table.TEXTS):      # the builder's own bytes: their size, for the readers' bound
+        if name in files:
+            inflated[name] = len(zlib.decompress(files[name]))
     stage = out_dir / BUILD / "data"
-    if stage.exists():
-        shutil.rmtree(stage)
+    _remove(stage)
     stage.mkdir(parents=True)
-    checksums = _write_files(stage, files)
-    name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"
+    checksums = _write_files(stage, files)     # each file fsynced before it is renamed into the stage
+    fsync_dir(stage)    # the stage's entries on disk before the folder is renamed: else a power cut could keep
+    name = f"{DATA_PREFIX}{_generation(live_name) + 1:04d}"   # the rename and lose the files it names
     os.replace(stage, out_dir / name)
     fsync_dir(out_dir)  # the data folder is in place on disk before index.json can name it
     meta = {"format": INDEX_FORMAT, "fingerprint": index_fingerprint(config), "captions": config.index.captions,
@@ -866,6 +1046,7 @@ def _commit(out_dir: Path, config: EngineConfig, records, captions, image_vector
             "image_dim": int(files["image_embeddings.npy"].shape[1]),
             "caption_dim": int(files["caption_embeddings.npy"].shape[1]), "text_block_rows": dict(TEXT_COLUMNS),
             "search": config.index.search, "engine": config.to_dict(), "data": name, "checksums": checksums,
+            "inflated": inflated,
             **({"clause_table": table_entry} if table_entry is not None else {})}
     write_text_atomic(out_dir / META, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")  # the commit
     fsync_dir(out_dir)
@@ -919,6 +1100,7 @@ def _clause_table_files(captions: Sequence[str], clauses: ClauseInputs) -> tuple
     known = {}
     if live is not None and live.clause_table is not None and live.clause_table.key == matcher.clause_key:
         try:
+            live.inflated(clause_table.TEXTS)        # refused unless within its recorded size
             known = clause_table.known_vectors(live.clause_table, live.read_file(clause_table.TEXTS))
         except (CGRSInputError, ValueError, zlib.error, UnicodeDecodeError):
             known = {}      # unreadable: every clause is encoded again
@@ -940,8 +1122,9 @@ def generation_files(records: Sequence[GalleryRecord], captions: Sequence[str], 
              "skipped.json": (json.dumps(skipped, indent=1, ensure_ascii=False) + "\n").encode("utf-8")}
     blob, ends, table = encode_raw_texts(list(captions), TEXT_COLUMNS["captions"])
     files.update({"captions.utf8": blob, "captions.ends.npy": ends, "captions.blocks.npy": _npy_bytes(table)})
-    blob, table = encode_text_blocks(details, TEXT_COLUMNS["details"])
+    blob, table, largest = encode_text_blocks(details, TEXT_COLUMNS["details"])
     files.update({"details.z": blob, "details.blocks.npy": _npy_bytes(table)})
+    files[INFLATED] = {"details.z": largest}
     return files
 
 

@@ -6,20 +6,62 @@ the json module raise ``RecursionError``) is reported like any other malformed l
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Iterator
 
 from .errors import CGRSInputError
 
 
-def parse_json(text: str, where: str) -> object:
-    """``json.loads`` with any failure turned into one :class:`CGRSInputError` naming ``where``."""
+def parse_json(text: str, where: str, position: bool = False) -> object:
+    """``json.loads`` with any failure turned into one :class:`CGRSInputError` naming ``where``
+    (and the line and column of a syntax error when ``position``).
+
+    Also refused: an integer of more digits than Python converts (4,300: ``json`` raises a bare
+    ``ValueError``), and a string holding a lone surrogate (a ``\\ud800`` escape, which ``json``
+    accepts but no UTF-8 file, column or log can hold)."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CGRSInputError(f"{where}: not valid JSON ({exc.msg})") from exc
+        at = f":{exc.lineno}:{exc.colno}" if position else ""
+        raise CGRSInputError(f"{where}{at}: not valid JSON ({exc.msg})") from exc
     except RecursionError as exc:
         raise CGRSInputError(f"{where}: not valid JSON (nested too deeply)") from exc
+    except ValueError as exc:
+        raise CGRSInputError(f"{where}: holds an integer of more than {MAX_DIGITS} digits") from exc
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        check_utf8(value, where)
+    return value
+
+
+MAX_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 4300)() or 4300
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_utf8(value: object, where: str) -> None:
+    """Refuse any string (key or value, at any depth) of ``value`` that UTF-8 cannot hold."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str):
+            check_text(item, where)
+
+
+def check_text(text: str, where: str) -> str:
+    """``text``, refused when UTF-8 cannot hold it (a lone surrogate: a JSON escape, or a name or
+    argument that was not UTF-8 and was decoded with ``surrogateescape``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CGRSInputError(f"{where}: text {text[:40]!r} is not valid UTF-8 (a lone surrogate "
+                             f"{text[exc.start]!r} at character {exc.start})") from None
+    return text
 
 
 def read_text(path: Path, what: str) -> str:

@@ -97,3 +97,29 @@ def query_image_rows(query_ids: Sequence[str], image_ids: Sequence[str]) -> list
             raise CGRSInputError(f"query {query_id!r} describes image {image_id!r}, which is not in the index")
         found.append(rows[image_id])
     return found
+
+
+def check_same_gallery(json_ids: Sequence[str], index_ids: Sequence[str], json_source: str, index_path) -> None:
+    """Refuse to score the official way unless the index holds exactly the GeoText JSON's images,
+    in its order.
+
+    The official code ranks the images the JSON names and labels them by their order in it
+    (:func:`building_labels`); scored on an index of other images, or of the same ones in another
+    order, it gives other, plausible numbers (a reordered JSON: R@1 79.50 instead of the official
+    89.33), so a mismatch is refused with where the two first differ."""
+    json_ids, index_ids = list(json_ids), list(index_ids)
+    if json_ids == index_ids:
+        return
+    if set(json_ids) == set(index_ids):
+        row = next(r for r, (a, b) in enumerate(zip(json_ids, index_ids)) if a != b)
+        how = f"the same {len(json_ids)} images in another order (row {row}: {json_ids[row]!r} in the JSON, " \
+              f"{index_ids[row]!r} in the index)"
+    else:
+        missing = [i for i in json_ids if i not in set(index_ids)]
+        extra = [i for i in index_ids if i not in set(json_ids)]
+        how = (f"{len(index_ids)} images, the JSON {len(json_ids)}"
+               + (f"; {len(missing)} of the JSON's are not in the index (e.g. {missing[0]!r})" if missing else "")
+               + (f"; {len(extra)} of the index's are not in the JSON (e.g. {extra[0]!r})" if extra else ""))
+    raise CGRSInputError(f"the {NAME} protocol ranks the gallery of {json_source} in its order, and the index "
+                         f"{index_path} holds {how}; index this JSON (copy the index folder and run cgrs-index "
+                         f"--geotext {json_source} --out <the copy>: every image already encoded is reused)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CGRSInputError
-from .jsonl import read_jsonl
+from .jsonl import check_text, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def validate_query_text(text: object, where: str = "query") -> str:
     """Strip and check a query; an empty one is refused (it would rank the gallery at random)."""
     if not isinstance(text, str):
         raise CGRSInputError(f"{where}: query text must be a string, got {type(text).__name__}")
-    text = " ".join(text.split())
+    text = " ".join(check_text(text, where).split())
     if not text:
         raise CGRSInputError(f"{where}: the query text is empty")
     return text

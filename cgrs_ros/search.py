@@ -209,6 +209,7 @@ class _FaissSearch:
 
     stored = True
     file = ""
+    KIND = ""               # the faiss class the stored file must hold
     QUERY_OPTIONS: tuple = ()
     OPTIONS = {"rescore": 1}
     RESCORE = 16        # candidates asked of faiss per row wanted, by default
@@ -219,8 +220,26 @@ class _FaissSearch:
 
         self._vectors, self.options = vectors, options
         self.rescore = self.RESCORE if rescore is None else rescore
-        self.index = faiss.deserialize_index(np.frombuffer(read(self.file), dtype=np.uint8))
+        self.index = self._checked(faiss, read(self.file), vectors)
         self._tune(self.index)
+
+    def _checked(self, faiss, data: bytes, vectors):
+        """The stored structure, refused unless it is the kind this backend builds, over vectors of
+        the index's size and count (its bytes match index.json's sha256, but a file crafted with an
+        updated checksum must not end in a faiss error or a missing attribute)."""
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise CGRSInputError(f"index file {self.file} is not a readable faiss index "
+                                 f"({' '.join(str(exc).split())[:200]}); rebuild the index with cgrs-index") from None
+        found = (type(index).__name__, getattr(index, "d", None), getattr(index, "ntotal", None),
+                 getattr(index, "metric_type", None))
+        wanted = (self.KIND, vectors.shape[1], len(vectors), faiss.METRIC_INNER_PRODUCT)
+        if found != wanted:
+            raise CGRSInputError(f"index file {self.file} holds a faiss {found[0]} of {found[2]} vectors of size "
+                                 f"{found[1]} (metric {found[3]}), this index needs a {self.KIND} of {wanted[2]} "
+                                 f"of size {wanted[1]} (inner product); rebuild the index with cgrs-index")
+        return index
 
     def _tune(self, index) -> None:
         """Apply query-time options."""
@@ -255,6 +274,7 @@ def _training_sample(vectors: np.ndarray, size: int = 65536) -> np.ndarray:
 @SEARCHES.register("faiss_ivfpq")
 class IVFPQSearch(_FaissSearch):
     file = "search-ivfpq.faiss"
+    KIND = "IndexIVFPQ"
     QUERY_OPTIONS = ("nprobe",)
     OPTIONS = {"rescore": 1, "nprobe": 0, "nlist": 0, "m": 0}      # 0: chosen from the index size
 
@@ -297,6 +317,7 @@ class IVFPQSearch(_FaissSearch):
 @SEARCHES.register("faiss_hnsw")
 class HNSWSearch(_FaissSearch):
     file = "search-hnsw.faiss"
+    KIND = "IndexHNSWFlat"
     QUERY_OPTIONS = ("ef_search",)
     OPTIONS = {"rescore": 1, "ef_search": 0, "M": 2, "ef_construction": 1}    # ef_search 0: the default
     RESCORE = 4

@@ -17,7 +17,6 @@ both are normalised to the submission's.  Pure Python: no torch, no rclpy.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Sequence
 from .errors import CGRSInputError
 from .evaluation import DEFAULT_KS, recall_at_k
 from .formats.robosense import IMAGE_SUFFIXES, is_track4_query_id, submission_query_id
-from .jsonl import read_text
+from .jsonl import parse_json, read_text
 
 _log = logging.getLogger(__name__)
 
@@ -73,12 +72,7 @@ def read_ground_truth(path: str | os.PathLike) -> GroundTruth:
 
 
 def _json_pairs(path: Path, text: str) -> list[tuple[str, str, str, str]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CGRSInputError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from exc
-    except RecursionError as exc:
-        raise CGRSInputError(f"{path}: not valid JSON (nested too deeply)") from exc
+    data = parse_json(text, str(path), position=True)
     if (not isinstance(data, dict) or set(data) != {"images", "queries"}
             or not all(isinstance(v, dict) for v in data.values())):
         found = f"the keys {sorted(data)}" if isinstance(data, dict) else f"a {type(data).__name__}"
@@ -120,7 +114,7 @@ def score_rankings(rankings: Sequence[tuple[str, Sequence[str]]], truth: GroundT
     ranked: dict[str, Sequence[str]] = {}
     for query_id, images in rankings:
         ranked[submission_query_id(query_id)] = images
-    unknown_queries = sorted(set(ranked) - set(truth.queries), key=lambda q: int(q[1:]))
+    unknown_queries = sorted(set(ranked) - set(truth.queries), key=lambda q: (len(q), q))   # q2 before q10
     if ranked and len(unknown_queries) == len(ranked):
         raise CGRSInputError(f"{source}: none of its {len(ranked)} queries is in the ground truth "
                              f"{truth.source} (e.g. {unknown_queries[0]!r})")

@@ -122,3 +122,69 @@ def test_a_model_that_will_not_load_in_a_worker_is_reported_as_it_is(tiny_galler
 def test_worker_counts_below_one_are_refused(workers):
     with pytest.raises(CGRSInputError, match="workers must be a whole number of at least 1"):
         ProcessEncoder(workers)
+
+
+def _group(pgid: int) -> dict[int, str]:
+    """pid -> command line of the live (not zombie) processes of process group ``pgid``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found[int(entry.name)] = command
+    return found
+
+
+def _holds(pid: int, file: Path) -> bool:
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(file):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_the_build_leaves_no_worker_and_the_workers_hold_the_lock(tiny_gallery, chunks_of_3, tmp_path):
+    """A build killed with SIGKILL runs no clean-up: its workers must die with it (not go on
+    holding their models, blocked on a task pipe), and while they live they hold the lock, so a
+    rerun cannot start beside them."""
+    gate, out = tmp_path / "gate", tmp_path / "idx"
+    gate.mkdir()
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from test_build_workers import HeldWorker\n"
+              "from cgrs_ros.build_workers import ProcessEncoder\n"
+              "from cgrs_ros.config import load_engine_config\n"
+              "from cgrs_ros.gallery import read_manifest\n"
+              "from cgrs_ros.index import build_index\n"
+              f"build_index(read_manifest({str(tiny_gallery)!r}), load_engine_config({str(chunks_of_3)!r}), "
+              f"{str(out)!r}, progress=False, encoder=ProcessEncoder(2, HeldWorker))\n")
+    build = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, GATE: str(gate)},
+                             start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(gate.glob("started-*"))) < 2 and build.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(list(gate.glob("started-*"))) == 2, build.stderr.read() if build.poll() is not None else "timeout"
+        workers = [pid for pid, command in _group(build.pid).items() if pid != build.pid and "spawn_main" in command]
+        assert len(workers) == 2, _group(build.pid)
+        assert all(_holds(pid, out / ".lock") for pid in workers)
+        os.kill(build.pid, signal.SIGKILL)
+        build.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _group(build.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _group(build.pid) == {}
+    finally:
+        for pid in _group(build.pid):
+            os.kill(pid, signal.SIGKILL)
+        if build.poll() is None:
+            build.kill()
+    meta = build_index(read_manifest(tiny_gallery), load_engine_config(chunks_of_3), out, progress=False)
+    assert meta["count"] == 18

@@ -113,3 +113,38 @@ def test_cgrs_eval_protocol_end_to_end(tmp_path, tiny_engine_config_path, capsys
     assert evaluate_main(["--index", str(index), "--queries", str(tmp_path / "q.jsonl"), "--protocol",
                           "robosense-official", "--config", config]) == 2
     assert "labels each text by the image it describes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", ["reordered", "subset"])
+def test_cgrs_eval_official_refuses_a_geotext_json_that_is_not_the_index_gallery(tmp_path, tiny_engine_config_path,
+                                                                                 capsys, change):
+    """The official numbers depend on the JSON's images and their order (building labels by order,
+    the whole JSON gallery ranked): an index of the same images in another order, or of more images
+    than the JSON names, would give other, plausible figures, so it is refused."""
+    import cv2
+
+    from cgrs_ros.cli.evaluate import main as evaluate_main
+    from cgrs_ros.cli.index import main as index_main
+
+    items = []
+    for b in range(3):
+        for v in range(2):
+            image = f"test/{b:04d}/image-{v:02d}.png"
+            (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / image), np.full((32, 32, 3), (60 * b + 20 * v) % 255, np.uint8))
+            items.append({"image_id": f"{b:04d}/image-{v:02d}.png", "image": image, "caption": f"building {b}"})
+    (tmp_path / "test.json").write_text(json.dumps(items))
+    other = items[::-1] if change == "reordered" else items[:4]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    config = str(tiny_engine_config_path)
+    assert index_main(["--geotext", str(tmp_path / "test.json"), "--config", config, "--out", str(tmp_path / "idx"),
+                       "--no-progress"]) == 0
+    capsys.readouterr()
+    argv = ["--index", str(tmp_path / "idx"), "--config", config, "--modes", "coarse", "--no-progress",
+            "--protocol", "robosense-official"]
+    assert evaluate_main(argv + ["--geotext", str(tmp_path / "other.json")]) == 2
+    err = capsys.readouterr().err
+    expected = ("the same 6 images in another order (row 0: '0002/image-01.png' in the JSON"
+                if change == "reordered" else "6 images, the JSON 4; 2 of the index's are not in the JSON")
+    assert "ranks the gallery of" in err and expected in err, err
+    assert evaluate_main(argv + ["--geotext", str(tmp_path / "test.json")]) == 0     # its own JSON: scored

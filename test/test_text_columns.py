@@ -25,7 +25,7 @@ def _raw(folder, texts, rows_per_block):
 
 
 def _blocks(folder, texts, rows_per_block):
-    blob, table = encode_text_blocks(texts, rows_per_block)
+    blob, table, _ = encode_text_blocks(texts, rows_per_block)
     (folder / "t.z").write_bytes(blob)
     return BlockTexts(folder / "t.z", table, len(texts), rows_per_block)
 
@@ -182,7 +182,7 @@ def _as_format_3(index_dir, tmp_path):
     """A copy of the format-4 index ``index_dir`` as format 3 wrote it: captions in zlib blocks of 16."""
     copy, data = _copy(index_dir, tmp_path)
     captions = list(load_index(index_dir).captions)
-    blob, table = encode_text_blocks(captions, 16)
+    blob, table, _ = encode_text_blocks(captions, 16)
     buffer = io.BytesIO()
     np.save(buffer, table, allow_pickle=False)
     (data / "captions.z").write_bytes(blob)

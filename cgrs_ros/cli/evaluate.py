@@ -16,6 +16,7 @@ from .common import (add_engine_options, add_ranking_options, engine_config, par
 
 
 def _main(args) -> int:
+    from .. import official_protocol
     from ..engine import CGRSEngine
     from ..evaluation import PROTOCOLS, evaluate
     from ..queries import read_queries
@@ -25,15 +26,21 @@ def _main(args) -> int:
                              "give the queries with --geotext")
     config = engine_config(args)
     settings = ranking_settings(args, config)
+    gallery = None
     if args.geotext:
         from ..formats import load_geotext
-        _, queries = load_geotext(args.geotext, image_root=args.image_root)
+        gallery, queries = load_geotext(args.geotext, image_root=args.image_root)
     else:
         queries = read_queries(args.queries)
     modes = parse_modes(args.modes)
     engine = CGRSEngine.load(config, args.index)
     try:
         _check_places(queries, engine.index, args.queries or args.geotext)
+        if args.protocol == official_protocol.NAME:
+            index = engine.index
+            official_protocol.check_same_gallery([r.image_id for r in gallery.records],
+                                                 [index.image_id(row) for row in range(len(index))],
+                                                 args.geotext, index.path)
         report = evaluate(engine, queries, modes=modes, settings=settings, progress=not args.no_progress,
                           protocol=args.protocol)
     finally:

@@ -31,7 +31,6 @@ ground-truth texts of the benchmark: do not index them as gallery descriptions w
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -41,7 +40,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import CGRSInputError
 from ..gallery import GEO_FIELDS, Gallery, GalleryRecord
-from ..jsonl import read_text
+from ..jsonl import parse_json, read_text
 from ..queries import Query, validate_query_text
 
 _PLACE_RE = re.compile(r"\d{4}")
@@ -140,14 +139,7 @@ def _default_image_root(json_path: Path, items: list) -> Path:
 
 
 def _read_json_list(path: Path) -> list:
-    text = read_text(path, "GeoText annotations file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CGRSInputError(
-            f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from exc
-    except RecursionError as exc:
-        raise CGRSInputError(f"{path}: not valid JSON (nested too deeply)") from exc
+    data = parse_json(read_text(path, "GeoText annotations file"), str(path), position=True)
     if not isinstance(data, list):
         raise CGRSInputError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
     return data
@@ -195,10 +187,22 @@ def _sentences_and_boxes(item: dict, where: str, clamped: list[str]) -> tuple[li
             boxes.append(None)
             continue
         if not isinstance(box, list) or len(box) != 4 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
                 and -BBOX_NOISE <= v <= 1.0 + BBOX_NOISE for v in box):
-            raise CGRSInputError(f"{where}: field 'bboxes'[{n}] is {box!r}; expected 4 numbers "
+            raise CGRSInputError(f"{where}: field 'bboxes'[{n}] is {_short(box)}; expected 4 numbers "
                                  "in [0, 1] (normalised cx, cy, w, h) or null")
         clamped.extend(f"{where}: field 'bboxes'[{n}]" for v in box if not 0.0 <= v <= 1.0)
         boxes.append(tuple(min(1.0, max(0.0, float(v))) for v in box))
     return sentences, boxes
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:       # an integer too large for a float
+        return False
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"

@@ -20,11 +20,11 @@ from typing import Iterable, Mapping
 
 from ..errors import CGRSInputError
 from ..gallery import GEO_FIELDS, Gallery, GalleryRecord, write_text_atomic
-from ..jsonl import read_text
+from ..jsonl import check_text, read_text
 from ..queries import Query, validate_query_text
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-_QUERY_ID_RE = re.compile(r"q_?(\d+)")
+_QUERY_ID_RE = re.compile(r"q_?([0-9]{1,18})")    # the challenge's are q_00001 ...
 
 
 def load_track4_gallery(folder: str | os.PathLike) -> Gallery:
@@ -43,6 +43,7 @@ def load_track4_gallery(folder: str | os.PathLike) -> Gallery:
     records, seen = [], {}
     for file in files:
         path = file.relative_to(folder).as_posix()
+        check_text(path, f"Track 4 gallery folder {folder}: file name")
         if file.stem in seen:
             raise CGRSInputError(f"{folder}: {seen[file.stem]} and {path} both give image id "
                                  f"{file.stem!r}; a submission could not tell them apart")
@@ -68,7 +69,7 @@ def load_track4_queries(path: str | os.PathLike) -> list[Query]:
             raise CGRSInputError(f"{where}: expected 'q_<digits><TAB><text>', found no TAB "
                                  f"in {line[:60]!r}")
         if not _QUERY_ID_RE.fullmatch(query_id):
-            raise CGRSInputError(f"{where}: query id {query_id!r} is not 'q_<digits>' (or 'q<digits>')")
+            raise CGRSInputError(f"{where}: query id {query_id[:40]!r} is not 'q_<digits>' (or 'q<digits>', at most 18 digits)")
         text = validate_query_text(text, where)
         if query_id in seen:
             raise CGRSInputError(f"{where}: duplicate query id {query_id!r} (first on line "
@@ -93,8 +94,9 @@ def submission_query_id(query_id: str) -> str:
     """``"q_00001"`` -> ``"q1"`` (underscore and leading zeros dropped); ``"q1"`` stays ``"q1"``."""
     match = _QUERY_ID_RE.fullmatch(query_id) if isinstance(query_id, str) else None
     if match is None:
-        raise CGRSInputError(f"query id {query_id!r} is not a Track 4 id ('q_<digits>' or 'q<digits>')")
-    return f"q{int(match.group(1))}"
+        shown = query_id[:40] if isinstance(query_id, str) else query_id
+        raise CGRSInputError(f"query id {shown!r} is not a Track 4 id ('q_<digits>' or 'q<digits>')")
+    return f"q{match.group(1).lstrip('0') or '0'}"   # as int() would, for ids of any length
 
 
 def read_track4_submission(path: str | os.PathLike) -> list[tuple[str, list[str]]]:

@@ -9,6 +9,7 @@ import copy
 import json
 import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -98,11 +99,13 @@ class OpenClipRetriever:
             if hint:
                 _log.warning("retriever model %r builds GELU, but %s; if so, use %r or set "
                              "force_quick_gelu: true", model, hint, f"{model}-quickgelu")
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=pretrained, device=self.device, force_quick_gelu=bool(force_quick_gelu),
-            **model_kwargs)
+        with _weights_refused_clearly(model, pretrained):
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=pretrained, device=self.device, force_quick_gelu=bool(force_quick_gelu),
+                **model_kwargs)
         if checkpoint:
-            _load_partial_checkpoint(open_clip, self.model, checkpoint, model_kwargs)
+            with _weights_refused_clearly(model, checkpoint):
+                _load_partial_checkpoint(open_clip, self.model, checkpoint, model_kwargs)
         self.model = self.model.to(self.device, dtype=self.dtype).eval()
         # Channels-last images: oneDNN's CPU convolutions (and cuDNN's fp16 ones) run fastest on them; with
         # the embedded ResNet tower, builds without captions ran 1.06-1.35x as fast in three runs of
@@ -210,6 +213,25 @@ def quick_gelu_hint(files: Sequence[str]) -> str | None:
             if said:
                 return f"weight file {name!r} has metadata {', '.join(said)}"
     return None
+
+
+@contextmanager
+def _weights_refused_clearly(model: str, file: str | None):
+    """A weight file that is not a safetensors or weights-only torch file (garbage, truncated, or a
+    pickle of arbitrary objects, which torch's weights-only loader refuses) is named in one line."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not (file or model.startswith("local-dir:")):
+            raise       # not a weight file of the user's
+        what = (f"weight file {file}" if file else f"weights in {model[len('local-dir:'):]}"
+                if model.startswith("local-dir:") else f"the weights of {model!r}")
+        raise CGRSInputError(f"retriever {what} is not a readable safetensors or weights-only torch file: "
+                             f"{' '.join(str(exc).split())[:200]}") from None
 
 
 def _squeeze(text: str) -> str:
