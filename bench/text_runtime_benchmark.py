@@ -12,6 +12,10 @@ tower, fp32 clause matcher), on the same index:
   queries and its relation-only queries;
 - agreement with the first runtime: cosine of the goals' CLIP vectors and of the clause vectors,
   and the share of goals whose first place is the same;
+- whether the recall rows are what a node gets (it encodes one goal per call): the largest
+  difference between a goal's CLIP vector encoded alone and in the evaluation's batches (an int8
+  encoder runs one text per call, :mod:`cgrs_ros.models.onnx_text`, so 0; before, its dynamic
+  quantisation made a goal's vector depend on its batch-mates);
 - per-goal latency (``engine.query``, p50/p90 ms, goals never seen before after the others warmed the
   clause cache, at the engine's ``threads``, the runtimes taking turns goal by goal) and the CLIP text
   encoding of one goal alone.  The recall rows run at two threads (as the recall benchmark's).
@@ -59,6 +63,8 @@ def rankings(bench: Bench, config, index, query_sets: dict) -> dict:
         rows, _ = rank_all(engine, texts, ["coarse", "cached"], config.retrieval, depth, progress=False)
         out[name] = {mode: [places[r[:max(KS)]].tolist() for r in ranked] for mode, ranked in rows.items()}
         out[name]["vectors"] = bench.retriever.encode_texts(texts)
+        alone = np.concatenate([bench.retriever.encode_texts([text]) for text in texts])
+        out[name]["alone_vs_batch"] = float(np.abs(alone - out[name]["vectors"]).max())
         out[name]["truth"] = [q.place_id for q in queries]
     return out
 
@@ -124,6 +130,7 @@ def main(argv=None) -> int:
         for name, sets in ranked.items():
             row[name] = {mode: {f"R@{k}": round(v, 2) for k, v in recall_at_k(sets[mode], sets["truth"], KS).items()}
                          for mode in ("coarse", "cached")}
+            row[name]["goal CLIP vector alone vs in a batch, max |difference|"] = float(f"{sets['alone_vs_batch']:.2g}")
         if reference is None:
             reference = ranked, clauses
         else:
