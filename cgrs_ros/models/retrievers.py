@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -114,7 +114,6 @@ class OpenClipRetriever:
             self.tokenizer = open_clip.tokenizer.HFTokenizer(tokenizer_name, context_length=context)
         else:
             self.tokenizer = open_clip.get_tokenizer(model)
-        self._longest_padding = _longest_padding(self.tokenizer, _padding_token(self.model))
         with torch.inference_mode():
             probe = self.model.encode_text(self.tokenizer(["probe"]).to(self.device))
         self.embedding_dim = int(probe.shape[-1])
@@ -155,8 +154,6 @@ class OpenClipRetriever:
         return l2_normalise(features)
 
     def _tokens(self, texts: Sequence[str]) -> torch.Tensor:
-        if self._longest_padding is not None:
-            return torch.from_numpy(self._longest_padding(list(texts)))
         tokens = self.tokenizer(list(texts))
         pad = _padding_token(self.model)
         if pad is not None and tokens.shape[1]:
@@ -182,27 +179,6 @@ _LONGER_PROBES = ["the red-roofed hall just north of the round pool", "a lake"]
 
 def _encode_tokens(model, inputs: dict) -> torch.Tensor:
     return model.encode_text(inputs["tokens"])
-
-
-def _longest_padding(tokenizer, pad: int | None) -> Callable[[list[str]], np.ndarray] | None:
-    """For open_clip's plain ``HFTokenizer`` of a tower that ignores padding (``pad``, its pad id; None
-    where the tower reads it): texts -> the ids its call gives, padded to the longest
-    text instead of the context length (the all-padding columns :meth:`OpenClipRetriever._tokens`
-    cuts off), as numpy, by the same Hugging Face tokenizer after the same cleaning.  Why: its call
-    pads every text to the context length as torch tensors, 1.7 ms for a goal against 0.3 ms so
-    (the goal's encoding is ~10 ms).  None for another tokenizer or mode (which keep their call)."""
-    from open_clip.tokenizer import HFTokenizer
-
-    if (pad is None or type(tokenizer) is not HFTokenizer or getattr(tokenizer, "tokenizer_mode", "")
-            or tokenizer.strip_sep_token or tokenizer.tokenizer.pad_token_id != pad):
-        return None
-
-    def tokenize(texts: list[str]) -> np.ndarray:
-        return tokenizer.tokenizer([tokenizer.clean_fn(text) for text in texts], return_tensors="np",
-                                   max_length=tokenizer.context_length, padding="longest",
-                                   truncation=True).input_ids.astype(np.int64)
-
-    return tokenize
 
 
 def _padding_token(model) -> int | None:
