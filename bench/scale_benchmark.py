@@ -31,6 +31,12 @@ What it measures (one thread unless stated; medians and p90 over the world's que
    other world queries have run (a running node's clause cache), with a fresh matcher each, and
    the median of each stage of it (``QueryResult.timings``); the same again with both text encoders
    on ``text_runtime: onnx_int8`` (CPU runs; its recall cost: ``bench/text_runtime_benchmark.py``).
+   HNSW (``--hnsw``, a search spec, default its defaults) is built for the sizes up to
+   ``--hnsw-max-rows`` (default 100,000), with its build time, file bytes per image and the
+   anonymous RSS its build and opening added; HNSW at 1M (its build alone took 226 s and +1.2 GB):
+
+       .venv/bin/python bench/scale_benchmark.py --sizes 1000000 --hnsw-max-rows 1000000 \
+           --ann-world-places 0 --no-world-rows --queries 50 --out /tmp/scale_hnsw_1m.json
 
 3. ANN on real image vectors: a larger rendered world (``--ann-world-places``, default 2,000
    places, 20,000 images; the validation world, where settings are chosen; rendered and indexed
@@ -67,7 +73,6 @@ from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
@@ -96,7 +101,7 @@ ANN_SETTINGS = (("faiss_ivfpq (defaults)", IVFPQ, {}),
                 ("faiss_hnsw (defaults)", {"name": "faiss_hnsw"}, {}),
                 ("faiss_hnsw, ef_search 64, rescore 16 (the defaults before)", {"name": "faiss_hnsw"},
                  {"ef_search": 64, "rescore": 16}))
-HNSW_MAX_ROWS = 100_000      # a 1M-row HNSW graph takes far longer to build than this run may
+HNSW_MAX_ROWS = 100_000      # default of --hnsw-max-rows: a 1M-row graph took 226 s and +1.2 GB to build (issue 34)
 DEVICE_BATCH = 256      # model and index batches of the build rows sized for a GPU
 DEVICE_LOADERS = 4      # and background decoding threads
 HUB_CAPTION_TOKENS = 30     # max_new_tokens of config/engine_hub_models.yaml's BLIP captioner
@@ -367,8 +372,29 @@ def index_start(folder: Path, spec: dict) -> dict:
     return {k: round(v, 3) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
+def anonymous_rss() -> int:
+    """This process's anonymous resident memory, bytes (what a structure built in memory adds)."""
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("RssAnon")).split()[1]) * 1024
+
+
+def hnsw_backend(vectors, spec: dict) -> tuple[object, dict]:
+    """The HNSW backend over ``vectors`` and what it cost: build seconds, its file's bytes per
+    image, and the anonymous RSS that building and opening it added (faiss holds the graph and a
+    float32 copy of the vectors)."""
+    before, started = anonymous_rss(), time.perf_counter()
+    files = build_search_files(vectors, spec)
+    built = time.perf_counter() - started
+    backend = SEARCHES.factory("faiss_hnsw")(vectors, files.__getitem__,
+                                             **{k: v for k, v in spec.items() if k != "name"})
+    return backend, {"spec": spec, "build_s": round(built, 1),
+                     "bytes/image of the HNSW file": round(sum(map(len, files.values())) / len(vectors), 1),
+                     "anonymous RSS added, MB (build + open)": round((anonymous_rss() - before) / 2**20, 1)}
+
+
 def size_row(config, world_index, world: Path, models, texts, warm_texts, vectors, rows: int, noise: float,
-             device: str, scratch: Path, int8_models: ModelSet | None) -> dict:
+             device: str, scratch: Path, int8_models: ModelSet | None, hnsw: dict,
+             hnsw_max_rows: int = HNSW_MAX_ROWS) -> dict:
     folder = scratch / f"tiled_{rows}"
     started = time.perf_counter()
     records, captions, images, caption_vectors = tile(world_index, rows, noise)
@@ -389,9 +415,8 @@ def size_row(config, world_index, world: Path, models, texts, warm_texts, vector
     backends = {"exact": SEARCHES.factory("exact")(index.image_embeddings, index.read_file, device),
                 "faiss_flat": SEARCHES.factory("faiss_flat")(index.image_embeddings, index.read_file, device),
                 "faiss_ivfpq": SEARCHES.factory("faiss_ivfpq")(index.image_embeddings, index.read_file)}
-    if rows <= HNSW_MAX_ROWS:
-        files = build_search_files(index.image_embeddings, {"name": "faiss_hnsw"})
-        backends["faiss_hnsw"] = SEARCHES.factory("faiss_hnsw")(index.image_embeddings, files.__getitem__)
+    if rows <= hnsw_max_rows:
+        backends["faiss_hnsw"], result["faiss_hnsw build"] = hnsw_backend(index.image_embeddings, hnsw)
     k = config.retrieval.top_k
     coarse, found = timed_in_turn({name: (lambda v, b=backend: b.search(v, k)) for name, backend in backends.items()},
                                   list(vectors))
@@ -427,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-size-images", type=int, default=None,
                         help="images of the hub-size build rows (ViT-B-32 + BLIP-base size at random init; "
                              "default 1024 with --gpu, else 0)")
+    parser.add_argument("--hnsw-max-rows", type=int, default=HNSW_MAX_ROWS,
+                        help="largest size whose row builds and searches HNSW (1000000: HNSW at 1M, minutes)")
+    parser.add_argument("--hnsw", type=json.loads, default={"name": "faiss_hnsw"}, metavar="JSON",
+                        help='the HNSW spec of the size rows, e.g. \'{"name": "faiss_hnsw", "M": 48, "ef_search": 1600}\'')
     parser.add_argument("--scratch", default="", help="folder for the tiled indexes (default: a temporary one)")
     parser.add_argument("--out", default=str(RESULTS / "scale.json"))
     args = parser.parse_args(argv)
@@ -473,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["ANN recall, rendered world"], indent=1), flush=True)
     for rows in (int(s) for s in args.sizes.split(",") if s):
         result["sizes"].append(size_row(config, world_index, world, models, texts, warm_texts, vectors, rows,
-                                        args.noise, device, scratch, int8_models))
+                                        args.noise, device, scratch, int8_models, args.hnsw, args.hnsw_max_rows))
         print(json.dumps(result["sizes"][-1], indent=1), flush=True)
     result["total_s"] = round(time.perf_counter() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

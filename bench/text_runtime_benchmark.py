@@ -12,6 +12,13 @@ tower, fp32 clause matcher), on the same index:
   queries and its relation-only queries;
 - agreement with the first runtime: cosine of the goals' CLIP vectors and of the clause vectors,
   and the share of goals whose first place is the same;
+- whether the recall rows are what a node gets (it encodes one goal per call): the largest
+  difference between a goal's CLIP vector encoded alone and in the evaluation's batches (an int8
+  encoder runs one text per call, :mod:`cgrs_ros.models.onnx_text`, so 0; before, its dynamic
+  quantisation made a goal's vector depend on its batch-mates);
+- for a runtime whose clause matcher is not the index's (the index was built at ``onnx``), the
+  cached R@1/5/10 again with the index's clause table encoded by that matcher (what an index built at
+  that runtime holds: ``cached, clause table of this runtime``);
 - per-goal latency (``engine.query``, p50/p90 ms, goals never seen before after the others warmed the
   clause cache, at the engine's ``threads``, the runtimes taking turns goal by goal) and the CLIP text
   encoding of one goal alone.  The recall rows run at two threads (as the recall benchmark's).
@@ -29,7 +36,6 @@ from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
@@ -41,25 +47,38 @@ from cgrs_ros.config import load_engine_config  # noqa: E402
 from cgrs_ros.engine import QueryOptions  # noqa: E402
 from cgrs_ros.evaluation import rank_all, recall_at_k  # noqa: E402
 from cgrs_ros.index import load_index  # noqa: E402
-from cgrs_ros.models.device import apply_threads  # noqa: E402
+from cgrs_ros.models.device import apply_threads, resolve_device  # noqa: E402
+from cgrs_ros.models.onnx_text import choose_runtime  # noqa: E402
 from cgrs_ros.queries import read_queries  # noqa: E402
 from cgrs_ros.world.generate import RELATION_QUERIES  # noqa: E402
 
 RUNTIMES = ("onnx", "onnx_int8", "onnx_int8/onnx", "onnx/onnx_int8")
+OWN_TABLE = "cached, clause table of this runtime"
 KS = (1, 5, 10)
 
 
-def rankings(bench: Bench, config, index, query_sets: dict) -> dict:
-    """Per query set: the places ranked by coarse and by the engine, and the goals' CLIP vectors."""
+def rankings(bench: Bench, config, index, query_sets: dict, own_table: bool = False) -> dict:
+    """Per query set: the places ranked by coarse and by the engine, and the goals' CLIP vectors;
+    with ``own_table`` also the engine's ranking over the index with its clause table encoded by
+    this config's matcher."""
     engine = bench.engine(config, index)
     places = index.place_ids()
     depth = max(max(KS), config.retrieval.top_k)
+    table_engine = None
+    if own_table:
+        table, _ = bench.matcher(config).clause_table(list(index.captions))
+        table_engine = bench.engine(config, replace(index, clause_table=table))
     out = {}
     for name, queries in query_sets.items():
         texts = [q.text for q in queries]
         rows, _ = rank_all(engine, texts, ["coarse", "cached"], config.retrieval, depth, progress=False)
+        if table_engine is not None:
+            own, _ = rank_all(table_engine, texts, ["cached"], config.retrieval, depth, progress=False)
+            rows[OWN_TABLE] = own["cached"]
         out[name] = {mode: [places[r[:max(KS)]].tolist() for r in ranked] for mode, ranked in rows.items()}
         out[name]["vectors"] = bench.retriever.encode_texts(texts)
+        alone = np.concatenate([bench.retriever.encode_texts([text]) for text in texts])
+        out[name]["alone_vs_batch"] = float(np.abs(alone - out[name]["vectors"]).max())
         out[name]["truth"] = [q.place_id for q in queries]
     return out
 
@@ -112,19 +131,23 @@ def main(argv=None) -> int:
     result = {"split": args.split, "places": args.places, "rows": len(index), "threads": default.threads,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "runtimes": {}}
     reference = None
+    # the runtime the index's clause table was encoded at (the default matcher's)
+    built_runtime = choose_runtime(default.text_similarity.get("text_runtime", "auto"), resolve_device(default.device))
     apply_threads(2)                # the recall rows, as in the recall benchmark
     for runtime in args.runtimes:
         config = on_runtime(default, runtime)
         bench = Bench(config)
         try:
-            ranked = rankings(bench, config, index, query_sets)
+            own_table = bench.matcher(config).text_runtime != built_runtime
+            ranked = rankings(bench, config, index, query_sets, own_table)
             clauses = clause_vectors(bench, config, query_sets)
         finally:
             bench.close()
         row = {"text_runtime": runtime}
         for name, sets in ranked.items():
             row[name] = {mode: {f"R@{k}": round(v, 2) for k, v in recall_at_k(sets[mode], sets["truth"], KS).items()}
-                         for mode in ("coarse", "cached")}
+                         for mode in ("coarse", "cached", OWN_TABLE) if mode in sets}
+            row[name]["goal CLIP vector alone vs in a batch, max |difference|"] = float(f"{sets['alone_vs_batch']:.2g}")
         if reference is None:
             reference = ranked, clauses
         else:

@@ -14,6 +14,12 @@ that read, so ``onnx_int8`` encodes faster (the goal's CLIP encoding 14.2 -> 8.9
 not identical: it is an option, its recall cost measured by that benchmark on the validation world,
 not the default.
 
+ONNX Runtime's dynamic quantisation scales a MatMul's activations by the range of the whole input
+tensor: with several texts in one call, a text's int8 vector depended on its batch-mates and on the
+padding the longest of them gave it (cosine 0.991 mean, 0.971 worst, a goal alone against in a batch
+of 400).  So an int8 encoder is run one text per call (``texts_per_call``): a goal's vector is the
+one the node computes for it alone, whatever else is encoded with it.
+
 ``text_runtime`` of a retriever or text-similarity spec says where its text encoder runs:
 
 - ``torch``: the model's own forward.
@@ -23,8 +29,9 @@ not the default.
   against torch on probe inputs of two shapes each time it is opened.  The folder keeps the
   ``KEEP_EXPORTS`` most recently used exports.
 - ``onnx_int8``: the same export with its matrix products' weights quantised to int8 (per output
-  channel; activations quantised per call: ONNX Runtime's dynamic quantisation), cached beside it and
-  checked against torch by cosine (at least ``INT8_MIN_COSINE`` per probe text) instead of by value.
+  channel; activations quantised per call: ONNX Runtime's dynamic quantisation, so one text per
+  call), cached beside it and checked against torch by cosine (at least ``INT8_MIN_COSINE`` per probe
+  text) instead of by value.
 - ``auto`` (the default): ``onnx`` on a CPU when onnxruntime is installed, else ``torch`` (on CUDA
   the model's GPU kernels win, and ONNX Runtime's CPU build would move the work off the GPU).
 
@@ -95,6 +102,9 @@ class OnnxTextEncoder:
         suffix = ".int8.onnx" if int8 else ".onnx"
         self.path = path = cache_folder() / f"{_cache_key(module, list(probes[0]))}{suffix}"
         self.int8 = int8
+        # how many texts a caller may put in one call (None: any): int8 activations are scaled by
+        # the range of the whole call's input, so one text each keeps a vector its own
+        self.texts_per_call = 1 if int8 else None
         exported = False
         if path.is_file():
             _touch(path)

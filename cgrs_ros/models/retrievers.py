@@ -144,11 +144,16 @@ class OpenClipRetriever:
         return l2_normalise(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self._tokens(texts)
+        texts = list(texts)
         if self._text_onnx is not None:
-            return l2_normalise(torch.from_numpy(self._text_onnx({"tokens": tokens.numpy()})))
+            step = self._text_onnx.texts_per_call or max(1, len(texts))     # int8: one text per call
+            rows = [self._text_onnx({"tokens": self._tokens(texts[start:start + step]).numpy()})
+                    for start in range(0, len(texts), step)]
+            if not rows:
+                return np.zeros((0, self.embedding_dim), dtype=np.float32)
+            return l2_normalise(torch.from_numpy(np.concatenate(rows)))
         with torch.inference_mode():
-            features = self.model.encode_text(tokens.to(self.device))
+            features = self.model.encode_text(self._tokens(texts).to(self.device))
         return l2_normalise(features)
 
     def _tokens(self, texts: Sequence[str]) -> torch.Tensor:

@@ -104,8 +104,9 @@ class SentenceTransformerSimilarity:
     def _encode_onnx(self, texts: list[str]) -> np.ndarray:
         vectors = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
         order = np.argsort([-len(text) for text in texts], kind="stable")   # batches of like lengths pad little
-        for start in range(0, len(texts), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        step = min(self.batch_size, self._onnx.texts_per_call or self.batch_size)     # int8: one text per call
+        for start in range(0, len(texts), step):
+            rows = order[start:start + step]
             features = self._token_tensors([texts[row] for row in rows])
             vectors[rows] = self._onnx({name: value.numpy() for name, value in features.items()})
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
