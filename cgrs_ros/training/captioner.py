@@ -1,4 +1,4 @@
-"""The embedded default captioner: a tiny VisionEncoderDecoder (timm LeViT encoder + GPT-2 decoder).
+"""The embedded default captioner: a tiny VisionEncoderDecoder (timm XCiT encoder + GPT-2 decoder).
 
 Everything is a stock transformers class saved with ``save_pretrained``, so the shipped folder loads
 through the same ``AutoProcessor`` / ``AutoModelForImageTextToText`` path as hub captioners:
@@ -8,9 +8,10 @@ through the same ``AutoProcessor`` / ``AutoModelForImageTextToText`` path as hub
   ``PreTrainedTokenizerFast`` with ``<s>`` / ``</s>`` / ``<pad>`` / ``<unk>``;
 - image processor: ``ViTImageProcessor`` (resize to the encoder's input size, normalise to [-1, 1]);
 - both joined in a ``VisionTextDualEncoderProcessor`` (a plain image+tokenizer ProcessorMixin);
-- model: ``VisionEncoderDecoderModel`` whose encoder is timm's LeViT through transformers'
-  ``TimmWrapper`` (conv stem + attention; plain ViT/Swin encoders stayed at chance on roof shape
-  within this CPU budget), trained with teacher forcing (focal cross-entropy on the next token),
+- model: ``VisionEncoderDecoderModel`` whose encoder is timm's XCiT through transformers'
+  ``TimmWrapper`` (conv stem + attention with an absolute position encoding, so a caption can say on
+  which side a landmark lies; the earlier LeViT's relative attention biases put it on a random side,
+  and plain ViT/Swin encoders stayed at chance on roof shape within this CPU budget), trained with teacher forcing (focal cross-entropy on the next token),
   decoded greedily.
 
 The training target is one description per image: by default the first of the world's three, whose
