@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recall_benchmark import SPLITS, prepare_world  # noqa: E402
 
 from cgrs_ros.config import load_engine_config  # noqa: E402
-from cgrs_ros.demo import cache_home  # noqa: E402
+from cgrs_ros.paths import cache_home  # noqa: E402
 from cgrs_ros.engine import CGRSEngine  # noqa: E402
 from cgrs_ros.evaluation import PROTOCOLS, evaluate  # noqa: E402
 from cgrs_ros.formats import load_geotext  # noqa: E402

@@ -43,7 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from cgrs_ros.config import load_engine_config  # noqa: E402
-from cgrs_ros.demo import cache_home  # noqa: E402
+from cgrs_ros.paths import cache_home  # noqa: E402
 from cgrs_ros.engine import CGRSEngine, QueryOptions  # noqa: E402
 from cgrs_ros.evaluation import evaluate  # noqa: E402
 from cgrs_ros.fingerprint import engine_fingerprint  # noqa: E402

@@ -11,7 +11,7 @@ A YAML file (see ``cgrs_ros/resources/engine_default.yaml`` and ``config/engine_
     retrieval:       {top_k: 20, fusion_weight: 0.5, normalization: zscore, caption_mode: cached, max_results: 10}
     index:           {batch_size: 32, chunk_size: 256, rectify: none, max_image_side: 1024, search: exact,
                       captions: all}
-    threads: 1              # CPU threads (torch, faiss): N | auto (see README "Performance")
+    threads: 1              # CPU threads (torch, ONNX Runtime, faiss): N | auto (see docs/benchmarks.md "Threads")
 
 Relative file paths inside model specs (checkpoints, local model folders) are resolved against the
 YAML file's folder, so a config and the weights it names can travel together.

@@ -11,17 +11,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from .config import EngineConfig
 from .fingerprint import index_fingerprint
+from .paths import cache_home
 
 DEMO_WORLD = {"seed": 5, "n_places": 40, "views_drone": 6, "ground": True}
-
-
-def cache_home() -> Path:
-    return Path(os.environ.get("CGRS_HOME") or Path.home() / ".cache" / "cgrs_ros")
 
 
 def demo_paths(config: EngineConfig) -> tuple[Path, Path]:

@@ -10,8 +10,10 @@ Per query (CGRS, arXiv 2510.02728):
    index built without captions (``index.captions: none``) captions each candidate online the first
    time it is needed, then reads it from memory or the log; ``off`` (and the coarse baseline)
    never caption;
-4. rerank: the query is matched against each caption (bi-encoder cosine or cross-encoder), a
-   place's caption score is pooled from its views, and fused with its coarse score.
+4. rerank: the query is matched against each caption (by default the clause matcher of
+   :mod:`cgrs_ros.models.text_similarity`, which checks each landmark the query names on the compass
+   side it names; or a bi-encoder cosine, or a cross-encoder), a place's caption score is pooled from
+   its views, and fused with its coarse score.
 If the caption stage fails, the coarse ranking is returned marked ``degraded``, never nothing.
 
 :meth:`CGRSEngine.rank` is the one retrieval path: :meth:`CGRSEngine.query` and the batch

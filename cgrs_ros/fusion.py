@@ -29,12 +29,6 @@ def fuse(coarse: np.ndarray, caption: np.ndarray, weight: float, method: str) ->
     return (1.0 - weight) * normalise(coarse, method) + weight * normalise(caption, method)
 
 
-def rerank(coarse: np.ndarray, caption: np.ndarray, weight: float, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """(order, fused): candidate positions best first, and their fused scores."""
-    fused = fuse(coarse, caption, weight, method)
-    return rank_order(fused), fused
-
-
 def rank_order(scores: np.ndarray) -> np.ndarray:
     """Indices by descending score; equal scores keep their input order."""
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")

@@ -34,7 +34,7 @@ from .geo import Datum, enu_to_geodetic, has_coordinates
 
 MAX_PROJECTION_TILT_DEG = 75.0
 EYE_HEIGHT_M = 1.7                      # camera height of a ground photo above its ground
-SOURCES = ("manifest", "projected", "camera")   # evidence levels, best first
+EVIDENCE_LEVELS = ("manifest", "projected", "camera")   # where a target comes from, best first
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class GroundTarget:
     latitude: float
     longitude: float
     ground_altitude: float | None   # metres above the ellipsoid; None when no view tells
-    source: str                     # one of SOURCES
+    source: str                     # one of EVIDENCE_LEVELS
     n_views: int                    # views whose estimates were combined
 
 
@@ -88,7 +88,7 @@ def place_target(place_id: str, records: Iterable[GalleryRecord]) -> GroundTarge
     points = [p for p in (view_ground_point(r, ground) for r in records) if p is not None]
     if not points:
         return None
-    source = min((p[2] for p in points), key=SOURCES.index)
+    source = min((p[2] for p in points), key=EVIDENCE_LEVELS.index)
     best = [p for p in points if p[2] == source]
     return GroundTarget(place_id, statistics.median(p[0] for p in best), statistics.median(p[1] for p in best),
                         ground, source, len(best))

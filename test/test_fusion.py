@@ -2,19 +2,24 @@
 import numpy as np
 import pytest
 
-from cgrs_ros.fusion import fuse, normalise, rank_order, rerank, top_k
+from cgrs_ros.fusion import fuse, normalise, rank_order, top_k
+
+
+def rerank(coarse, caption, weight, method):
+    """The engine's order of candidate places (``CGRSEngine.rank``): fuse, then rank_order."""
+    return rank_order(fuse(coarse, caption, weight, method))
 
 
 def test_caption_scores_fix_a_wrong_coarse_order():
     # coarse (CLIP) prefers candidate 0 by a hair; the captions clearly describe candidate 2.
     coarse = np.array([0.31, 0.30, 0.29, 0.20])
     caption = np.array([0.20, 0.25, 0.80, 0.10])
-    order, fused = rerank(coarse, caption, weight=0.5, method="zscore")
+    order = rerank(coarse, caption, weight=0.5, method="zscore")
     assert order.tolist()[0] == 2
     assert rank_order(coarse).tolist() == [0, 1, 2, 3]
     # weight 0 keeps the coarse order exactly, weight 1 is the caption order
-    assert rerank(coarse, caption, 0.0, "zscore")[0].tolist() == [0, 1, 2, 3]
-    assert rerank(coarse, caption, 1.0, "zscore")[0].tolist() == [2, 1, 0, 3]
+    assert rerank(coarse, caption, 0.0, "zscore").tolist() == [0, 1, 2, 3]
+    assert rerank(coarse, caption, 1.0, "zscore").tolist() == [2, 1, 0, 3]
 
 
 def test_zscore_and_minmax_values():
@@ -31,8 +36,8 @@ def test_normalisation_makes_scales_comparable():
     # raw CLIP cosines spread by 0.01, caption cosines by 0.5: unnormalised, captions would always win
     coarse = np.array([0.30, 0.29, 0.28])
     caption = np.array([0.10, 0.60, 0.35])
-    assert rerank(coarse, caption, 0.3, "none")[0].tolist()[0] == 1
-    assert rerank(coarse, caption, 0.3, "zscore")[0].tolist()[0] == 0
+    assert rerank(coarse, caption, 0.3, "none").tolist()[0] == 1
+    assert rerank(coarse, caption, 0.3, "zscore").tolist()[0] == 0
 
 
 def test_ties_keep_input_order():

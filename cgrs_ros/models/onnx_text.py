@@ -174,7 +174,7 @@ class PositionalInputs(torch.nn.Module):
 
 
 def cache_folder() -> Path:
-    from ..demo import cache_home
+    from ..paths import cache_home
 
     return cache_home() / "onnx"
 

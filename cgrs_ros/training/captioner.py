@@ -1,4 +1,4 @@
-"""The embedded default captioner: a tiny VisionEncoderDecoder (timm LeViT encoder + GPT-2 decoder).
+"""The embedded default captioner: a tiny VisionEncoderDecoder (timm XCiT encoder + GPT-2 decoder).
 
 Everything is a stock transformers class saved with ``save_pretrained``, so the shipped folder loads
 through the same ``AutoProcessor`` / ``AutoModelForImageTextToText`` path as hub captioners:
@@ -8,9 +8,10 @@ through the same ``AutoProcessor`` / ``AutoModelForImageTextToText`` path as hub
   ``PreTrainedTokenizerFast`` with ``<s>`` / ``</s>`` / ``<pad>`` / ``<unk>``;
 - image processor: ``ViTImageProcessor`` (resize to the encoder's input size, normalise to [-1, 1]);
 - both joined in a ``VisionTextDualEncoderProcessor`` (a plain image+tokenizer ProcessorMixin);
-- model: ``VisionEncoderDecoderModel`` whose encoder is timm's LeViT through transformers'
-  ``TimmWrapper`` (conv stem + attention; plain ViT/Swin encoders stayed at chance on roof shape
-  within this CPU budget), trained with teacher forcing (focal cross-entropy on the next token),
+- model: ``VisionEncoderDecoderModel`` whose encoder is timm's XCiT through transformers'
+  ``TimmWrapper`` (conv stem + attention with an absolute position encoding, so a caption can say on
+  which side a landmark lies; the earlier LeViT's relative attention biases put it on a random side,
+  and plain ViT/Swin encoders stayed at chance on roof shape within this CPU budget), trained with teacher forcing (focal cross-entropy on the next token),
   decoded greedily.
 
 The training target is one description per image: by default the first of the world's three, whose
@@ -19,7 +20,6 @@ each scene instead of averaging over random orders.
 """
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ import torch
 from ..config import IndexSettings
 from ..rectify import views_for_captioner
 from .data import Timer, World, augment, preprocess_images
+from .schedule import warmup_cosine
 
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -157,13 +158,6 @@ def _targets(world: World, target: str) -> list[list[str]]:
     return out
 
 
-def _lr_lambda(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def caption_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 0.0) -> torch.Tensor:
     """Token cross-entropy (labels -100 ignored); with ``gamma`` > 0 the focal variant.
 
@@ -238,7 +232,7 @@ def train_captioner(world: World, out_dir: Path, cfg: CaptionerConfig | None = N
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_lambda(s, cfg.warmup, cfg.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: warmup_cosine(s, cfg.warmup, cfg.steps))
     generator = torch.Generator().manual_seed(seed)
     pad, start = tokenizer.pad_token_id, tokenizer.bos_token_id
     losses, checks = [], []

@@ -4,8 +4,9 @@
 
 Writes ``cgrs_tiny_clip.safetensors``, ``captioner/`` and ``training_report.json`` into ``--out``.
 The train world goes into a temporary folder (or ``--world-dir``, kept and reused when it already
-holds a world).  Unless ``--val-places 0``, the CLIP alone is scored on a small validation world
-(seed 2) through the retriever registry, i.e. the shipped loading path.
+holds a world).  Unless ``--val-places 0``, one small validation world (seed 2) is generated: the CLIP
+alone is scored on it through the retriever registry (the shipped loading path), and the captioner's
+monitor captions its first 300 views every few hundred steps.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=("clip", "captioner"), help="train only one of the two models")
     p.add_argument("--world-dir", type=Path, help="keep the training world here (reused if present)")
     p.add_argument("--val-seed", type=int, default=2, help="validation world seed (default 2)")
-    p.add_argument("--val-places", type=int, default=100, help="validation places for the CLIP check; 0 skips")
+    p.add_argument("--val-places", type=int, default=100, help="validation places (seed --val-seed) for the CLIP check and the captioner monitor; 0 skips")
     p.add_argument("--clip-steps", type=int, help="override the CLIP's training steps")
     p.add_argument("--captioner-steps", type=int, help="override the captioner's training steps")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -125,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"train world: {world.n_images} images, {len(world.place_ids)} places "
             f"({report['world']['seconds']}s)")
 
+        # One validation world (seed 2) for both checks: the CLIP's recall and the captioner's monitor,
+        # which reads its first 300 views.  Checks only: neither changes what is trained.
+        val = None
+        if args.val_places > 0:
+            t0 = time.perf_counter()
+            val = generate(scratch / "val", seed=args.val_seed, n_places=args.val_places, progress=False)
+            val_seconds = round(time.perf_counter() - t0, 1)
+
         if args.only in (None, "clip"):
             cfg = clip.ClipConfig()
             if args.clip_steps:
@@ -136,13 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, out / CLIP_FILE)
             clip_report["bytes"] = _size(out / CLIP_FILE)
             del model
-            if args.val_places > 0:
+            if val is not None:
                 t0 = time.perf_counter()
-                val = generate(scratch / "val", seed=args.val_seed, n_places=args.val_places, progress=False)
                 clip_report["validation"] = {"world_seed": args.val_seed, "places": args.val_places,
                                              "queries": len(val.queries),
                                              **_validate_clip(out / CLIP_FILE, val, log),
-                                             "seconds": round(time.perf_counter() - t0, 1)}
+                                             "seconds": round(time.perf_counter() - t0 + val_seconds, 1)}
             report["clip"] = clip_report
             log(f"CLIP: {clip_report['seconds']}s, loss {clip_report['loss_first_100']:.3f} -> "
                 f"{clip_report['loss_last_100']:.3f}, {clip_report['bytes'] / 1e6:.2f} MB")
@@ -153,11 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.steps = args.captioner_steps
             tmp = out / f".{CAPTIONER_DIR}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
-            monitor = None
-            if args.val_places > 0:
-                val = generate(scratch / "val", seed=args.val_seed, n_places=min(args.val_places, 30),
-                               progress=False)
-                monitor = cap.accuracy_monitor(val, cfg.rectify, cfg.max_length - 1)
+            monitor = None if val is None else cap.accuracy_monitor(val, cfg.rectify, cfg.max_length - 1)
             cap_report = cap.train_captioner(world, tmp, cfg, seed=args.seed, progress=progress, log=log,
                                              monitor=monitor)
             _readable(tmp)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .data import Timer, World, augment, preprocess_images
+from .schedule import warmup_cosine
 
 MODEL_NAME = "cgrs-tiny-clip"
 TRAINED_PREFIXES = ("visual.", "text.proj.", "logit_scale")
@@ -117,13 +118,6 @@ def select_texts(world: World, texts_per_place: int, rng: np.random.Generator) -
     return per_image, list(unique)
 
 
-def _lr_lambda(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def trained_state_dict(model) -> dict[str, torch.Tensor]:
     """What the shipped checkpoint holds: everything except the frozen MiniLM, as fp16 (BN counters stay int)."""
     out = {}
@@ -180,7 +174,7 @@ def train_clip(world: World, cfg: ClipConfig | None = None, seed: int = 0, progr
         {"params": list(model.text.proj.parameters()), "weight_decay": cfg.weight_decay, "lr": cfg.text_lr},
         {"params": [model.logit_scale], "weight_decay": 0.0, "lr": cfg.text_lr},
     ], betas=(0.9, 0.98))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_lambda(s, cfg.warmup, cfg.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: warmup_cosine(s, cfg.warmup, cfg.steps))
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(batch)
     losses = []
@@ -228,28 +222,6 @@ def train_clip(world: World, cfg: ClipConfig | None = None, seed: int = 0, progr
         "seconds_train": round(timer() - train_start, 1), "seconds": round(timer(), 1),
     }
     return model, report
-
-
-@torch.inference_mode()
-def encode_world(model, preprocess, tokenizer, world: World, texts: list[str] | None = None,
-                 batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
-    """L2-normalised image embeddings of every gallery image (and of ``texts``), in fp32."""
-    from PIL import Image
-
-    model.eval()
-    images = []
-    paths = world.images()
-    for start in range(0, len(paths), batch_size):
-        batch = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths[start:start + batch_size]])
-        images.append(torch.nn.functional.normalize(model.encode_image(batch).float(), dim=-1))
-    text_emb = None
-    if texts is not None:
-        chunks = []
-        for start in range(0, len(texts), 128):
-            chunks.append(torch.nn.functional.normalize(
-                model.encode_text(tokenizer(texts[start:start + 128])).float(), dim=-1))
-        text_emb = torch.cat(chunks).numpy()
-    return torch.cat(images).numpy(), text_emb
 
 
 def save_checkpoint(model, path: Path) -> Path:

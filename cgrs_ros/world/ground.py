@@ -13,13 +13,13 @@ import math
 import cv2
 import numpy as np
 
+from ..targets import EYE_HEIGHT_M  # the one camera height a ground photo is taken at (targets reads it back)
 from . import nuisance
 from .camera import PinholeCamera
 from .layout import Place
 from .scene import ROOF_RGB, Car, Scene, Tree, car_outline
 from .views import View, visible_objects
 
-EYE_HEIGHT_M = 1.7
 CAR_HEIGHT_M = 1.45
 PITCH_UP_DEG = 8.0
 _WALLS = ((214, 206, 190), (196, 196, 192), (222, 214, 200), (180, 170, 156))
