@@ -14,8 +14,15 @@ quiet_pip() {  # pip's local find-links warnings on these machines are noise; re
 }
 
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
-echo "setup: installing pinned dependencies into $venv (first time: a few minutes)"
-quiet_pip install -q -r requirements.txt
+# On the profile's own target (x86_64, Python 3.11) every transitive version comes from its lock
+# too (requirements/locks/x86_64-py311.txt, made from requirements.txt by scripts/lock_profiles.sh);
+# elsewhere requirements.txt's own pins and ranges decide.
+lock=requirements/locks/x86_64-py311.txt
+constraints=()
+[[ "$("$venv/bin/python" -c 'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.machine())')" == "3.11 x86_64" ]] \
+  && constraints=(-c "$lock")
+echo "setup: installing pinned dependencies into $venv${constraints[*]:+ (locked: $lock)} (first time: a few minutes)"
+quiet_pip install -q -r requirements.txt "${constraints[@]}"
 # The package first: reinstalling it makes pip remove site-packages/cgrs_ros, where the
 # interfaces go next.  compat mode puts the source tree on sys.path, so the source package and
 # the generated cgrs_ros.msg/.action join through pkgutil.extend_path (see cgrs_ros/__init__.py).

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..compat import check_library_versions
 from ..errors import CGRSInputError
 from .captioners import CAPTIONERS, Captioner
 from .retrievers import RETRIEVERS, Retriever
@@ -29,6 +30,7 @@ class ModelSet:
 
 def load_models(config, kinds=tuple(REGISTRIES)) -> ModelSet:
     """Build the requested kinds from an :class:`~cgrs_ros.config.EngineConfig`."""
+    check_library_versions()
     models = ModelSet()
     try:
         for kind in kinds:

@@ -16,6 +16,7 @@ from typing import Protocol, Sequence
 import torch
 from PIL import Image
 
+from ..compat import cache_drops_rows
 from ..errors import CGRSInputError
 from .device import in_fitting_batches, resolve_device, resolve_dtype
 from .local_weights import resolve_model_path
@@ -235,7 +236,7 @@ def _greedy_dropping_finished(decoder, states: torch.Tensor, first: int, generat
         if ended == len(going):
             break
         # a cache that cannot drop rows (older transformers' tuples) lets the ended rows pad along
-        if ended > ENDED_SHARE_TO_DROP * len(going) and hasattr(cache, "batch_select_indices"):
+        if ended > ENDED_SHARE_TO_DROP * len(going) and cache_drops_rows(cache):
             kept = going.nonzero().squeeze(1)
             cache.batch_select_indices(kept)
             states, rows, token, going = states[kept], rows[kept], token[kept], going[kept]

@@ -44,7 +44,6 @@ fail for want of a speed-up.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import logging
 import os
@@ -56,6 +55,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..compat import onnx_export_options
 from ..errors import CGRSInputError
 
 _log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def _export(module: torch.nn.Module, probe: Mapping[str, torch.Tensor]) -> bytes
     names = list(probe)
     dynamic = {name: {0: "batch", 1: "tokens"} for name in names}
     dynamic["output"] = {0: "batch"}
-    options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    options = onnx_export_options(torch.onnx.export)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")      # tracer notes on shape-dependent Python values
