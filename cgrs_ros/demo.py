@@ -27,7 +27,9 @@ def demo_paths(config: EngineConfig) -> tuple[Path, Path]:
     return world, cache_home() / f"demo_index_{key.hexdigest()[:12]}"
 
 
-def ensure_demo_index(config: EngineConfig, progress: bool = True) -> Path:
+def ensure_demo_index(config: EngineConfig, progress=True) -> Path:
+    """The demo index, generated and built when missing.  ``progress``: True (tqdm bars), False, or a
+    tqdm-like bar factory for the indexing (see :func:`cgrs_ros.index.progress_bar`)."""
     from .gallery import read_manifest
     from .index import build_index
     from .world import generate_world
@@ -38,7 +40,7 @@ def ensure_demo_index(config: EngineConfig, progress: bool = True) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (world / "manifest.jsonl").is_file():
             generate_world(world, DEMO_WORLD["seed"], DEMO_WORLD["n_places"], views_drone=DEMO_WORLD["views_drone"],
-                           ground=DEMO_WORLD["ground"], progress=progress)
+                           ground=DEMO_WORLD["ground"], progress=progress is True)
         # a no-op when the index is complete and current; otherwise it resumes, updates or replaces it
         build_index(read_manifest(world / "manifest.jsonl"), config, index, progress=progress)
     return index

@@ -669,7 +669,7 @@ def build_index(gallery: Gallery, config: EngineConfig, out_dir: str | Path, mod
                 else:
                     encoder(gallery, work, config, fingerprint, chunks, results, progress)
             meta = _finalise(gallery, config, out_dir, sources, results, digest, live_name,
-                             ClauseInputs(matcher, live, progress))
+                             ClauseInputs(matcher, live, progress is True))   # (a factory: no tqdm bar)
     return dict(meta, encoded=len(work), reused=len(gallery) - len(work), up_to_date=False)
 
 
@@ -876,8 +876,13 @@ def chunk_plan(work: list, size: int, chunks: Path, results: _Results) -> list[t
             for number, start in enumerate(range(0, len(work), size), start=results.last_chunk + 1)]
 
 
-def progress_bar(gallery: Gallery, work: list, progress: bool) -> tqdm:
-    """A bar over the gallery's images, starting at those already done (its rate and ETA are of this run)."""
+def progress_bar(gallery: Gallery, work: list, progress) -> tqdm:
+    """A bar over the gallery's images, starting at those already done (its rate and ETA are of this run).
+
+    ``progress`` may also be a tqdm-like bar factory (called with total, initial, unit, desc), e.g. the
+    ROS node's :class:`cgrs_ros.ros.log_bridge.ProgressLines`, which reports as log lines."""
+    if callable(progress):
+        return progress(total=len(gallery), initial=len(gallery) - len(work), unit="img", desc="indexing")
     return tqdm(total=len(gallery), initial=len(gallery) - len(work), unit="img", desc="indexing",
                 disable=not progress, dynamic_ncols=True)
 

@@ -11,13 +11,13 @@ to the world's ``<spherical_coordinates>``, so the node's map frame is Gazebo's 
 ``goal_pose`` lands on the roof the gallery shows.  The node comes from ``cgrs.launch.py`` (same
 arguments, lifecycle handling and shutdown-on-exit) with ``use_sim_time:=true``; ros_gz_bridge
 brings Gazebo's ``/clock`` to ROS.  Needs the ROS packages ros_gz_sim and ros_gz_bridge (and the
-Gazebo they were built for: Harmonic on Jazzy, Ionic on Kilted).
+Gazebo they were built for: Harmonic on Jazzy, Ionic on Kilted); ``--show-args`` works without them,
+and a launch without them stops with one line naming the package to install.
 """
 import os
 
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -28,40 +28,54 @@ PACKAGE = "cgrs_ros"
 WORLD_FILE = "world.sdf"
 DATUM_PARAMS_FILE = "cgrs_node_datum.yaml"
 CLOCK_BRIDGE = "/clock@rosgraph_msgs/msg/Clock[gz.msgs.Clock"   # Gazebo -> ROS only
-FORWARDED = ("params_file", "namespace", "device", "autostart", "respawn")   # cgrs.launch.py's arguments
+LAUNCH_DIR = os.path.dirname(os.path.abspath(__file__))
+# cgrs.launch.py's arguments passed on (its extra_params_file is the world's datum, use_sim_time true).
+FORWARDED = ("params_file", "namespace", "device", "forward_to_nav2", "min_confidence", "goal_topic", "log_level",
+             "autostart", "respawn")
+MISSING_GAZEBO = ("cgrs_sim.launch.py needs ros_gz_sim and ros_gz_bridge: "
+                  "apt install ros-$ROS_DISTRO-ros-gz (then source /opt/ros/$ROS_DISTRO/setup.bash)")
+
+
+def _gazebo(context) -> list:
+    """Gazebo with the world (looked up when the launch runs, so --show-args works without it)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        gz_sim = get_package_share_directory("ros_gz_sim")
+    except PackageNotFoundError:
+        raise RuntimeError(MISSING_GAZEBO) from None
+    return [IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(gz_sim, "launch", "gz_sim.launch.py")),
+        launch_arguments={"gz_args": [LaunchConfiguration("gz_args"), " ",
+                                      PathJoinSubstitution([LaunchConfiguration("world_dir"), WORLD_FILE])]}.items())]
 
 
 def generate_launch_description() -> LaunchDescription:
-    share = get_package_share_directory(PACKAGE)
+    node_launch = _load_node_launch()
     world_dir = LaunchConfiguration("world_dir")
-
     arguments = [
         DeclareLaunchArgument("world_dir", description="The gazebo/ folder of a world made by cgrs-world --gazebo"),
         DeclareLaunchArgument("gz_args", default_value="-r",
                               description="gz sim options before the world file (-r: run at once; -s: no GUI)"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "cgrs_node.yaml"),
-                              description="ROS parameters file of the node; the world's datum is applied over it"),
-        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
-        DeclareLaunchArgument("device", default_value="auto", description="Torch device: auto | cpu | cuda | cuda:N"),
-        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
-                              description="Configure and activate the node on start-up"),
-        DeclareLaunchArgument("respawn", default_value="false", choices=["true", "false"],
-                              description="Restart the node when it exits (else the launch shuts down)"),
-    ]
-
-    gazebo = IncludeLaunchDescription(   # without ros_gz_sim, PackageNotFoundError names it here
-        PythonLaunchDescriptionSource(
-            os.path.join(get_package_share_directory("ros_gz_sim"), "launch", "gz_sim.launch.py")),
-        launch_arguments={"gz_args": [LaunchConfiguration("gz_args"), " ",
-                                      PathJoinSubstitution([world_dir, WORLD_FILE])]}.items())
+    ] + [a for a in node_launch.arguments() if a.name in FORWARDED]
 
     clock_bridge = Node(package="ros_gz_bridge", executable="parameter_bridge", name="clock_bridge",
                         arguments=[CLOCK_BRIDGE], output="screen")
 
     cgrs_node = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(os.path.join(share, "launch", "cgrs.launch.py")),
+        PythonLaunchDescriptionSource(os.path.join(LAUNCH_DIR, "cgrs.launch.py")),
         launch_arguments=[(name, LaunchConfiguration(name)) for name in FORWARDED] + [
             ("extra_params_file", PathJoinSubstitution([world_dir, DATUM_PARAMS_FILE])),
             ("use_sim_time", "true")])
 
-    return LaunchDescription(arguments + [gazebo, clock_bridge, cgrs_node])
+    return LaunchDescription(arguments + [OpaqueFunction(function=_gazebo), clock_bridge, cgrs_node])
+
+
+def _load_node_launch():
+    """cgrs.launch.py as a module (its argument declarations are reused here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cgrs_launch", os.path.join(LAUNCH_DIR, "cgrs.launch.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

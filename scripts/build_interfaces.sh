@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build the cgrs_ros ROS 2 interfaces (msg/RankedMatch, msg/RankedMatches, action/Locate) with CMake
 # from the pip ROS 2 wheels and install them into a virtual environment (prefix = the venv).
+# geographic_msgs is not on PyPI: where none is importable, the stand-in with its standard
+# definitions (test/ros/interfaces/geographic_msgs: GeoPoint, GeoPose, GeoPoseStamped) is built too,
+# so the node's GeoPoseStamped output runs (and is tested) in the venv.
 #
 #   scripts/build_interfaces.sh [VENV]      # VENV defaults to $VIRTUAL_ENV, else ./.venv
 #
@@ -45,6 +48,18 @@ if [[ -f "$build_dir/CMakeCache.txt" ]] && \
    ! grep -qx "CMAKE_INSTALL_PREFIX:PATH=$venv" "$build_dir/CMakeCache.txt"; then
   echo "build_interfaces.sh: $build_dir was configured for another prefix; removing it"
   rm -rf "$build_dir"
+fi
+
+if ! "$python" -c "import geographic_msgs.msg" 2>/dev/null; then
+  geo_build="$build_dir/_geographic_msgs"   # inside build/: removed with it
+  if [[ -f "$geo_build/CMakeCache.txt" ]] && ! grep -qx "CMAKE_INSTALL_PREFIX:PATH=$venv" "$geo_build/CMakeCache.txt"; then
+    rm -rf "$geo_build"
+  fi
+  cmake -S "$here/test/ros/interfaces/geographic_msgs" -B "$geo_build" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$python" -DPython3_FIND_VIRTUALENV=ONLY \
+    -DBUILD_TESTING=OFF
+  cmake --build "$geo_build" -j "$jobs"
+  cmake --install "$geo_build"
 fi
 
 cmake -S "$here" -B "$build_dir" \

@@ -18,11 +18,11 @@ from typing import Callable
 import rclpy
 from action_msgs.msg import GoalStatus
 from geometry_msgs.msg import PoseArray, PoseStamped
-from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -40,6 +40,12 @@ STATUS_NAMES = {GoalStatus.STATUS_SUCCEEDED: "succeeded", GoalStatus.STATUS_ABOR
                 GoalStatus.STATUS_CANCELED: "canceled", GoalStatus.STATUS_UNKNOWN: "unknown"}
 OUTPUTS = {"matches": RankedMatches, "target_pose": PoseStamped, "target_poses": PoseArray,
            "markers": MarkerArray, "match_image": Image}
+# Outcome names by code (RankedMatches.OUTCOME_*), for printing.
+OUTCOME_NAMES = {getattr(RankedMatches, name): name[len("OUTCOME_"):]
+                 for name in dir(RankedMatches) if name.startswith("OUTCOME_")}
+# Outcomes of a goal that ran (its matches are a ranking to look at).
+RAN = (RankedMatches.OUTCOME_OK, RankedMatches.OUTCOME_NOT_CONFIDENT, RankedMatches.OUTCOME_AMBIGUOUS,
+       RankedMatches.OUTCOME_DEGRADED, RankedMatches.OUTCOME_NO_TARGET)
 
 
 def ros_environment(domain_id: int | None = None, base: dict | None = None) -> dict:
@@ -62,9 +68,11 @@ def goal_id_of(handle) -> str:
 def start_node_process(params: dict | None = None, params_file: str | Path | None = None,
                        log_path: str | Path | None = None, domain_id: int | None = None,
                        env: dict | None = None, node_name: str | None = None,
-                       namespace: str | None = None, executable: str | Path | None = None) -> subprocess.Popen:
+                       namespace: str | None = None, executable: str | Path | None = None,
+                       remappings: dict | None = None) -> subprocess.Popen:
     """Run ``python -m cgrs_ros.ros.node`` (or ``executable``, e.g. a workspace's installed
-    ``lib/cgrs_ros/cgrs_node``) with ROS arguments; stdout+stderr go to ``log_path``."""
+    ``lib/cgrs_ros/cgrs_node``) with ROS arguments (``remappings``: {from: to}, e.g. {"~/goal":
+    "/mission/goal"}); stdout+stderr go to ``log_path``."""
     cmd = [str(executable)] if executable else [sys.executable, "-m", "cgrs_ros.ros.node"]
     cmd.append("--ros-args")
     if params_file:
@@ -79,6 +87,8 @@ def start_node_process(params: dict | None = None, params_file: str | Path | Non
         cmd += ["-r", f"__node:={node_name}"]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
+    for source, target in (remappings or {}).items():
+        cmd += ["-r", f"{source}:={target}"]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
@@ -103,7 +113,10 @@ def stop_node_process(process: subprocess.Popen, timeout: float = 15.0) -> int |
 class CGRSClient:
     """Blocking client of one CGRS node (``node`` is its fully qualified name)."""
 
-    def __init__(self, node: str = "/cgrs_node", client_name: str = "cgrs_client", context=None):
+    def __init__(self, node: str = "/cgrs_node", client_name: str = "cgrs_client", context=None,
+                 outputs: tuple[str, ...] = tuple(OUTPUTS)):
+        """``outputs``: the node's topics to subscribe to (the contact sheet is drawn only while
+        ~/match_image has a subscriber: leave it out to measure without it)."""
         self.target = node.rstrip("/")
         self.node = rclpy.create_node(client_name, context=context)
         self._executor = SingleThreadedExecutor(context=context)
@@ -115,6 +128,8 @@ class CGRSClient:
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         volatile = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for name, msg_type in OUTPUTS.items():
+            if name not in outputs:
+                continue
             qos = latched if name in ("target_pose", "target_poses", "markers") else volatile
             self._subs[name] = self.node.create_subscription(
                 msg_type, f"{self.target}/{name}", self._collector(name), qos)
@@ -122,6 +137,7 @@ class CGRSClient:
         self._change = self.node.create_client(ChangeState, f"{self.target}/change_state")
         self._get = self.node.create_client(GetState, f"{self.target}/get_state")
         self._set_params = self.node.create_client(SetParameters, f"{self.target}/set_parameters")
+        self._get_params = self.node.create_client(GetParameters, f"{self.target}/get_parameters")
         self.action = ActionClient(self.node, Locate, f"{self.target}/locate")
         self._thread = threading.Thread(target=self._spin, name="cgrs-client", daemon=True)
         self._running = True
@@ -201,9 +217,19 @@ class CGRSClient:
         result = self._wait_future(self._set_params.call_async(request), timeout).results[0]
         return bool(result.successful), result.reason
 
+    def get_parameters(self, names: list[str], timeout: float = 10.0) -> dict:
+        """{name: value} of the node's parameters (bool, int, float or str)."""
+        if not self._get_params.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"{self._get_params.srv_name} not available within {timeout:.0f} s")
+        values = self._wait_future(self._get_params.call_async(GetParameters.Request(names=names)), timeout).values
+        field = {ParameterType.PARAMETER_BOOL: "bool_value", ParameterType.PARAMETER_INTEGER: "integer_value",
+                 ParameterType.PARAMETER_DOUBLE: "double_value", ParameterType.PARAMETER_STRING: "string_value"}
+        return {name: getattr(v, field[v.type]) if v.type in field else None for name, v in zip(names, values)}
+
     # -- topics -------------------------------------------------------------------------------
-    def wait_for_connections(self, outputs: tuple[str, ...] = tuple(OUTPUTS), timeout: float = 20.0) -> None:
+    def wait_for_connections(self, outputs: tuple[str, ...] | None = None, timeout: float = 20.0) -> None:
         """Goal publisher matched by the node and our output subscriptions matched by its publishers."""
+        outputs = tuple(self._subs) if outputs is None else outputs
         self.wait_until(lambda: self.goal_pub.get_subscription_count() > 0, timeout, "the ~/goal subscription")
         for name in outputs:
             sub = self._subs[name]
@@ -246,7 +272,7 @@ class CGRSClient:
         def on_feedback(msg) -> None:
             if feedback is not None:
                 with self._cv:
-                    feedback.append((msg.feedback.stage, msg.feedback.progress))
+                    feedback.append((msg.feedback.stage, msg.feedback.progress, msg.feedback.stage_code))
                     self._cv.notify_all()
 
         handle = self._wait_future(self.action.send_goal_async(goal, feedback_callback=on_feedback), timeout)
@@ -262,25 +288,8 @@ class CGRSClient:
         return self._wait_future(handle.cancel_goal_async(), timeout)
 
     def locate(self, query: str, timeout: float = 60.0, **options) -> tuple[str, "Locate.Result", list]:
-        """Send a goal and wait for its result: (status name, result, feedback [(stage, progress)])."""
+        """Send a goal and wait for its result: (status name, result, feedback [(stage, progress, code)])."""
         feedback: list = []
         handle = self.send_locate(query, feedback=feedback, **options)
         status, result = self.result_of(handle, timeout)
         return status, result, feedback
-
-    def wait_feedback(self, feedback: list, predicate: Callable, timeout: float = 20.0):
-        end = time.monotonic() + timeout
-        with self._cv:
-            while True:
-                for item in feedback:
-                    if predicate(item):
-                        return item
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no matching feedback within {timeout:.0f} s (got {feedback})")
-                self._cv.wait(left)
-
-
-def lifecycle_state_ids() -> dict[str, int]:
-    return {"unconfigured": State.PRIMARY_STATE_UNCONFIGURED, "inactive": State.PRIMARY_STATE_INACTIVE,
-            "active": State.PRIMARY_STATE_ACTIVE, "finalized": State.PRIMARY_STATE_FINALIZED}

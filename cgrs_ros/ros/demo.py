@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine-config", default="", help="engine YAML ('' = packaged default)")
     p.add_argument("--index-dir", default="", help="index folder ('' = demo index, built on first use)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="", help="auto | cpu | cuda | cuda:N ('' = the engine config's)")
     p.add_argument("--query", action="append", help="a goal to send (repeatable)")
     p.add_argument("--domain-id", type=int, default=None,
                    help="ROS_DOMAIN_ID for the node and this client (default: $ROS_DOMAIN_ID or 0)")
@@ -42,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_matches(msg, limit: int = 5) -> None:
+    from cgrs_ros.ros.client import OUTCOME_NAMES
+
+    print(f"    outcome: {OUTCOME_NAMES.get(msg.outcome, msg.outcome)}")
     print(f"    status : {msg.status}")
+    if msg.ambiguous:
+        print(f"    ambiguous between {', '.join(msg.ambiguous_place_ids)}: {msg.clarification}")
     print(f"    header : frame '{msg.header.frame_id}', stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
           f"{'  [DEGRADED]' if msg.degraded else ''}")
     if not msg.matches:
@@ -52,7 +57,7 @@ def _print_matches(msg, limit: int = 5) -> None:
     print(f"    {'#':>2} {'place':<10} {'best view':<22} {'views':>5} {'fused':>7} {'coarse':>7} {'caption':>7}  "
           f"{'target lat':>10} {'lon':>10}  {'x_east':>8} {'y_north':>8} {'z_up':>6}")
     for m in msg.matches[:limit]:
-        p = m.pose.pose.position
+        p = m.pose.position
         geo = (f"{m.target_latitude:10.6f} {m.target_longitude:10.6f}  {p.x:8.1f} {p.y:8.1f} {p.z:6.1f}"
                if m.has_target else f"{'(no GPS)':>21}  {'':>8} {'':>8} {'':>6}")
         cap = "    n/a" if math.isnan(m.caption_score) else f"{m.caption_score:7.3f}"
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import rclpy
 
-        from cgrs_ros.ros.client import CGRSClient, start_node_process, stop_node_process
+        from cgrs_ros.msg import RankedMatches
+        from cgrs_ros.ros.client import RAN, CGRSClient, start_node_process, stop_node_process
     except ImportError as exc:
         print(f"cgrs-ros-demo: the ROS 2 runtime or the cgrs_ros interfaces are missing ({exc}); "
               "run scripts/build_interfaces.sh", file=sys.stderr)
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n[demo] ~/goal {query!r} -> ~/matches in {1000 * (time.monotonic() - sent):.0f} ms "
                   f"(goal {msg.goal_id})")
             _print_matches(msg)
-            ok &= msg.status.startswith(("ok", "degraded"))
+            ok &= msg.outcome in RAN
             if msg.matches and msg.matches[0].has_target:
                 pose = client.wait_for("target_pose", lambda p: p.header.stamp == msg.header.stamp, timeout=10.0)
                 p, q = pose.pose.position, pose.pose.orientation
@@ -123,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         query = queries[0]
         print(f"\n[demo] ~/locate action {query!r} (top_k=10, caption_mode=cached)")
         status, result, feedback = client.locate(query, timeout=300.0, top_k=10, caption_mode="cached")
-        print(f"    feedback: {' -> '.join(f'{s}({p:.1f})' for s, p in feedback)}")
+        print(f"    feedback: {' -> '.join(f'{s}({p:.1f})' for s, p, _ in feedback)}")
         print(f"    result  : {status}, success={result.success}")
         _print_matches(result.matches)
-        ok &= status == "succeeded"
+        ok &= status == "succeeded" and result.matches.outcome in RAN
 
         print("\n[demo] a bad goal: fusion_weight 1.5 (must be refused with a reason)")
         status, result, _ = client.locate(query, fusion_weight=1.5)
         print(f"    result  : {status}: {result.message}")
-        ok &= status == "aborted"
+        ok &= status == "aborted" and result.matches.outcome == RankedMatches.OUTCOME_REJECTED
 
         print("\n[demo] deactivate, cleanup, shutdown")
         ok &= client.change_state("deactivate") and client.change_state("cleanup") and client.change_state("shutdown")

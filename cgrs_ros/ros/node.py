@@ -3,9 +3,12 @@
 Where things are (this class only wires them together):
 
 - :mod:`cgrs_ros.ros.parameters`  the parameter table, validation, runtime-change policy;
+- :mod:`cgrs_ros.ros.serving`     what configure loads, a goal's options checked;
 - :mod:`cgrs_ros.ros.worker`      the inference thread, the goal snapshot, one goal's run;
-- :mod:`cgrs_ros.ros.outputs`     publishers, every goal's answer, the Nav2 gate;
+- :mod:`cgrs_ros.ros.outputs`     publishers, every goal's answer (outcome codes), the Nav2 gate;
+- :mod:`cgrs_ros.ros.navigation`  the optional NavigateToPose client;
 - :mod:`cgrs_ros.ros.conversions` engine results -> messages, poses, markers, image;
+- :mod:`cgrs_ros.ros.log_bridge`  Python logging, warnings and build progress as ROS log lines;
 - :mod:`cgrs_ros.targets`         where a place is on the ground (core, no ROS).
 
 Lifecycle (REP-2002): ``configure`` validates the parameters and loads the engine (index + models;
@@ -14,6 +17,10 @@ the node stays *unconfigured*.  ``activate`` serves goals; ``deactivate`` drops 
 stops the running one; ``cleanup``/``shutdown`` release everything.  The lifecycle services run in a
 reentrant callback group on a multi-threaded executor, so ``get_state``, parameter services and goal
 intake keep answering while a long configure runs (goals are answered "configuring").
+
+``autostart`` (no lifecycle manager): the node configures and activates *itself* at every process
+start, so a process restarted by ``respawn`` comes back to *active* without anyone driving it
+(the launch file does not send transitions).  SIGINT and SIGTERM end the process cleanly (rc 0).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
@@ -36,9 +44,13 @@ from std_msgs.msg import String
 from cgrs_ros.action import Locate
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.ros import parameters
-from cgrs_ros.ros.lifecycle import check_text, load_serving, query_options, quiet_model_libraries
+from cgrs_ros.msg import RankedMatches
+from cgrs_ros.ros.log_bridge import route_python_logging, route_transformers_logging
 from cgrs_ros.ros.outputs import Outputs
+from cgrs_ros.ros.serving import check_text, load_serving, query_options, quiet_model_libraries
 from cgrs_ros.ros.worker import GoalSettings, Job, Serving, feedback, run_goal
+
+R = RankedMatches
 
 NODE_NAME = "cgrs_node"
 STOP_TIMEOUT_S = 30.0
@@ -60,8 +72,12 @@ class CGRSNode(LifecycleNode):
         Node.__init__(self, node_name, **kwargs)
         LifecycleNodeMixin.__init__(self, enable_communication_interface=True,
                                     callback_group=ReentrantCallbackGroup())
+        # (rclpy keeps the command line's and params files' values here until they are declared)
+        notes = parameters.normalise_overrides(getattr(self, "_parameter_overrides", {}))
         for p in parameters.PARAMETERS:
             self.declare_parameter(p.name, p.default, parameters.descriptor(p))
+        for note in notes:
+            self.get_logger().info(f"parameter {note}")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.Lock()
         self._active = False
@@ -122,6 +138,7 @@ class CGRSNode(LifecycleNode):
         log, started = self.get_logger(), time.perf_counter()
         try:
             values = parameters.read_all(self._param)
+            route_transformers_logging()
             serving = load_serving(values, partial(run_goal, outputs=self._outputs, logger=log), log)
         except CGRSInputError as exc:
             log.error(f"configure failed: {exc}")
@@ -130,6 +147,10 @@ class CGRSNode(LifecycleNode):
             log.error(f"configure failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             return TransitionCallbackReturn.FAILURE
         self._outputs.create_map_outputs()
+        if values["nav2_action"]:
+            from cgrs_ros.ros.navigation import Navigator
+            self._outputs.navigator = Navigator(self, values["nav2_action"])
+            log.info(f"confident, forwarded targets also go to NavigateToPose '{values['nav2_action']}'")
         with self._lock:
             self._serving = serving
         log.info(f"configured in {time.perf_counter() - started:.1f} s: {len(serving.engine.index)} "
@@ -175,7 +196,7 @@ class CGRSNode(LifecycleNode):
             return None
         pending = serving.worker.stop_all(why)
         if pending is not None:
-            self._outputs.answer(pending, "aborted", f"aborted: {why} before goal {pending.goal_id} started")
+            self._outputs.answer(pending, R.OUTCOME_ABORTED, f"aborted: {why} before goal {pending.goal_id} started")
         if not serving.worker.wait_idle(STOP_TIMEOUT_S):
             self.get_logger().warning(f"the running goal did not stop within {STOP_TIMEOUT_S:.0f} s")
         return serving
@@ -186,11 +207,14 @@ class CGRSNode(LifecycleNode):
         with self._lock:
             self._serving = None
         self._outputs.destroy_map_outputs()
+        navigator, self._outputs.navigator = self._outputs.navigator, None
+        if navigator is not None:
+            navigator.destroy()
         if serving is None:
             return
         pending, ended = serving.worker.close(why, STOP_TIMEOUT_S)
         if pending is not None:
-            self._outputs.answer(pending, "aborted", f"aborted: {why}")
+            self._outputs.answer(pending, R.OUTCOME_ABORTED, f"aborted: {why}")
         if not ended:
             self.get_logger().warning("a query is still running; its worker frees the engine when it returns")
 
@@ -205,24 +229,25 @@ class CGRSNode(LifecycleNode):
             serving = self._serving if self._active else None
         if serving is None:
             state = self._state()
-            self._outputs.answer(job, "aborted", f"aborted: {_NOT_SERVING.get(state, f'the node is {state}')}")
+            self._outputs.answer(job, R.OUTCOME_NOT_ACTIVE,
+                                 f"aborted: {_NOT_SERVING.get(state, f'the node is {state}')}")
             return False
         try:
             check_text(job.query, job.settings.max_query_chars)
             job.options = query_options(serving.engine, self._param, top_k, fusion_weight, caption_mode)
         except CGRSInputError as exc:
-            self._outputs.answer(job, "aborted", f"rejected: {exc}")
+            self._outputs.answer(job, R.OUTCOME_REJECTED, f"rejected: {exc}")
             return False
         job.serving = serving
         feedback(job, "queued" if serving.worker.busy else "starting", 0.0, self.get_logger())
         try:
             superseded = serving.worker.submit(job)
         except RuntimeError:
-            self._outputs.answer(job, "aborted", "aborted: the node is shutting down")
+            self._outputs.answer(job, R.OUTCOME_ABORTED, "aborted: the node is shutting down")
             return False
         self.get_logger().info(f"goal {job.goal_id} ({job.source}) accepted: {job.query[:80]!r}")
         if superseded is not None:
-            self._outputs.answer(superseded, "aborted",
+            self._outputs.answer(superseded, R.OUTCOME_SUPERSEDED,
                                  f"superseded: goal {job.goal_id} arrived before goal {superseded.goal_id} started")
         return True
 
@@ -240,7 +265,8 @@ class CGRSNode(LifecycleNode):
         if self._intake(job, goal.top_k, goal.fusion_weight, goal.caption_mode):
             while not job.done.wait(0.05):
                 if goal_handle.is_cancel_requested and job.serving.worker.remove_pending(job):
-                    self._outputs.answer(job, "canceled", f"canceled: goal {job.goal_id} was cancelled before it started")
+                    self._outputs.answer(job, R.OUTCOME_CANCELED,
+                                         f"canceled: goal {job.goal_id} was cancelled before it started")
         result = Locate.Result(matches=job.result, success=job.outcome == "succeeded", message=job.result.status)
         if goal_handle.is_active:
             if job.outcome == "succeeded":
@@ -254,11 +280,17 @@ class CGRSNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     quiet_model_libraries()
+    # rclpy's handlers (SIGINT and SIGTERM) shut the context down, which wakes the executor.
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     executor = MultiThreadedExecutor(num_threads=6)
     try:
-        node = CGRSNode()
+        try:
+            node = CGRSNode()
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            print(parameters.type_error_line(exc), file=sys.stderr)
+            return 2
+        route_python_logging(node.get_logger())
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 from cgrs_ros.action import Locate
 from cgrs_ros.errors import CGRSInputError
 from cgrs_ros.geo import Datum
+from cgrs_ros.msg import RankedMatches
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Job:
     serving: Serving | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    outcome: str = "aborted"          # succeeded | aborted | canceled
+    outcome: str = "aborted"          # the action's end: succeeded | aborted | canceled
     result: Any = None                # RankedMatches
     stop_reason: str = "the node stopped serving"
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,11 +86,17 @@ class Job:
         self.done.set()
 
 
+F = Locate.Feedback
+STAGE_CODES = {"queued": F.STAGE_QUEUED, "starting": F.STAGE_STARTING, "coarse": F.STAGE_COARSE,
+               "captions": F.STAGE_CAPTIONS, "rerank": F.STAGE_RERANK, "done": F.STAGE_DONE}
+
+
 def feedback(job: Job, stage: str, progress: float, logger) -> None:
-    """Locate feedback for action goals (stage names as in Locate.action)."""
+    """Locate feedback for action goals: the stage's code (Locate.Feedback.STAGE_*) and name."""
     if job.goal_handle is not None:
         try:
-            job.goal_handle.publish_feedback(Locate.Feedback(stage=stage, progress=float(progress)))
+            job.goal_handle.publish_feedback(Locate.Feedback(stage_code=STAGE_CODES[stage], stage=stage,
+                                                             progress=float(progress)))
         except Exception as exc:  # goal handle gone (shutdown)
             logger.debug(f"goal {job.goal_id}: feedback not sent ({exc})")
 
@@ -208,10 +215,10 @@ def run_goal(job: Job, outputs, logger) -> None:
         outputs.answer_stopped(job)
         return
     except CGRSInputError as exc:
-        outputs.answer(job, "aborted", f"rejected: {exc}")
+        outputs.answer(job, RankedMatches.OUTCOME_REJECTED, f"rejected: {exc}")
         return
     except Exception as exc:
         logger.error(f"goal {job.goal_id} failed: {type(exc).__name__}: {exc}\n" + traceback.format_exc())
-        outputs.answer(job, "aborted", f"error: {type(exc).__name__}: {exc}")
+        outputs.answer(job, RankedMatches.OUTCOME_FAILED, f"error: {type(exc).__name__}: {exc}")
         return
     outputs.publish_result(job, result, time.perf_counter() - started)

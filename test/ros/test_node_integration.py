@@ -83,6 +83,7 @@ def test_configure_fails_cleanly_then_succeeds(node, client, node_log, tiny_engi
     client.send_goal("a red roof, unconfigured")
     msg = client.wait_for_query("a red roof, unconfigured", start)
     assert msg.goal_id.startswith("topic-") and not msg.matches
+    assert msg.outcome == msg.OUTCOME_NOT_ACTIVE and result.matches.outcome == msg.OUTCOME_NOT_ACTIVE
     assert msg.status == "aborted: the node is unconfigured; configure and activate it first"
 
     # Invalid parameter values are refused with a reason; valid ones accepted.
@@ -124,9 +125,16 @@ def tiny_place_target(place_id: str) -> tuple[float, float, float]:
 
 
 def test_topic_goal_publishes_every_output(client):
+    from geographic_msgs.msg import GeoPoseStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
     from cgrs_ros.geo import quaternion_to_heading
 
     ensure_active(client)
+    geoposes = []
+    geo_sub = client.node.create_subscription(GeoPoseStamped, "/cgrs_node/target_geopose", geoposes.append,
+                                              QoSProfile(depth=5, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    client.wait_until(lambda: geo_sub.get_publisher_count() > 0, 20.0, "the ~/target_geopose publisher")
     starts = {name: client.count(name) for name in client.received}
     before = time.time()
     client.send_goal("the building with the red roof")
@@ -150,27 +158,26 @@ def test_topic_goal_publishes_every_output(client):
     assert scores == sorted(scores, reverse=True)
     # Nothing calibrates the engine yet: never confident, and the status says why.
     assert math.isnan(matches.confidence) and not matches.confident
+    assert matches.outcome == matches.OUTCOME_NOT_CONFIDENT and not matches.ambiguous
     assert "no confident match: confidence uncalibrated (NaN)" in matches.status
 
     for m in matches.matches:
-        for pose in (m.pose, m.camera_pose):
-            assert pose.header.frame_id == MAP_FRAME and pose.header.stamp == matches.header.stamp
-        p = m.pose.pose.position
+        p = m.pose.position
         assert (p.x, p.y, p.z) == pytest.approx(tiny_place_target(m.place_id), abs=0.05)
-        c = m.camera_pose.pose.position
+        c = m.camera_pose.position
         assert (c.x, c.y, c.z) == pytest.approx(expected_enu(m.latitude, m.longitude, m.altitude - DATUM[2]), abs=0.05)
         assert c.z > 9.0                                 # the cameras are 10-12 m above the datum
-        for q in (m.pose.pose.orientation, m.camera_pose.pose.orientation):
+        for q in (m.pose.orientation, m.camera_pose.orientation):
             assert quaternion_to_heading(q.x, q.y, q.z, q.w) == pytest.approx(m.heading % 360.0, abs=1e-6)
         assert not math.isnan(m.caption_score) and m.caption
 
     stamp = matches.header.stamp
     same_goal = lambda msg: msg.header.stamp == stamp  # noqa: E731
     target = client.wait_for("target_pose", same_goal, starts["target_pose"])
-    assert target.header.frame_id == MAP_FRAME and target.pose == matches.matches[0].pose.pose
+    assert target.header.frame_id == MAP_FRAME and target.pose == matches.matches[0].pose
     poses = client.wait_for("target_poses", same_goal, starts["target_poses"])
     assert poses.header.frame_id == MAP_FRAME
-    assert list(poses.poses) == [m.pose.pose for m in matches.matches]   # the ground targets
+    assert list(poses.poses) == [m.pose for m in matches.matches]   # the ground targets
     markers = client.wait_for("markers", lambda msg: msg.markers[-1].header.stamp == stamp, starts["markers"])
     assert markers.markers[0].action == 3  # DELETEALL first
     body = markers.markers[1:]
@@ -181,6 +188,16 @@ def test_topic_goal_publishes_every_output(client):
     image = client.wait_for("match_image", same_goal, starts["match_image"])
     assert image.header.frame_id == "cgrs_contact_sheet" and image.encoding == "bgr8"
     assert image.width > 0 and image.height > 0 and len(image.data) == image.step * image.height
+
+    # The best place's target as a geographic pose: its latitude/longitude, ground height on the ellipsoid.
+    client.wait_until(lambda: any(g.header.stamp == stamp for g in geoposes), 10.0, "~/target_geopose")
+    geo = next(g for g in geoposes if g.header.stamp == stamp)
+    client.node.destroy_subscription(geo_sub)
+    best = matches.matches[0]
+    assert geo.header.frame_id == MAP_FRAME
+    assert (geo.pose.position.latitude, geo.pose.position.longitude) == (best.target_latitude, best.target_longitude)
+    assert geo.pose.position.altitude == pytest.approx(DATUM[2], abs=1e-6)   # ground unknown: the datum's height
+    assert geo.pose.orientation == best.pose.orientation
 
 
 @pytest.mark.parametrize("text, echoed, expected", [
@@ -194,7 +211,7 @@ def test_bad_topic_goals_are_rejected(client, text, echoed, expected):
     start = client.count("matches")
     client.send_goal(text)
     msg = client.wait_for("matches", lambda m: m.query == echoed, start)
-    assert msg.status == expected and len(msg.matches) == 0
+    assert msg.status == expected and len(msg.matches) == 0 and msg.outcome == msg.OUTCOME_REJECTED
     assert msg.header.frame_id == MAP_FRAME
 
 
@@ -210,7 +227,7 @@ def test_bad_action_goals_are_aborted_with_a_reason(client, options, expected):
     status, result, _ = client.locate(query, timeout=20.0, **options)
     assert status == "aborted" and not result.success
     assert result.message.startswith("rejected: ") and expected in result.message
-    assert result.matches.status == result.message
+    assert result.matches.status == result.message and result.matches.outcome == result.matches.OUTCOME_REJECTED
 
 
 def test_action_goal_reports_feedback_and_result(client):
@@ -223,11 +240,17 @@ def test_action_goal_reports_feedback_and_result(client):
     finally:
         assert client.set_parameter("debug_stage_delay", 0.0)[0]
     assert status == "succeeded" and result.success
-    stages = [stage for stage, _ in feedback]
+    from cgrs_ros.action import Locate
+
+    stages = [stage for stage, _, _ in feedback]
+    F = Locate.Feedback
+    codes = {"starting": F.STAGE_STARTING, "coarse": F.STAGE_COARSE, "captions": F.STAGE_CAPTIONS,
+             "rerank": F.STAGE_RERANK, "done": F.STAGE_DONE}
+    assert [code for _, _, code in feedback] == [codes[stage] for stage in stages]
     order = ["starting", "coarse", "captions", "rerank", "done"]
     assert stages == [s for s in order if s in stages], stages          # in order, no repeats
     assert {"coarse", "captions", "rerank", "done"} <= set(stages), stages
-    progress = [p for _, p in feedback]
+    progress = [p for _, p, _ in feedback]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
     # top_k 4 finds the places; each brings all its views, so the image ranking fills max_results 5
     assert result.matches.reranked and len(result.matches.image_ids) == 5
@@ -262,9 +285,11 @@ def test_cancel_running_and_pending_goals(client, node_log):
         client.cancel(pending)
         status, result = client.result_of(pending, 20.0)
         assert status == "canceled" and "before it started" in result.message, (status, result.message)
+        assert result.matches.outcome == result.matches.OUTCOME_CANCELED
         client.cancel(running)
         status, result = client.result_of(running, 20.0)
         assert status == "canceled" and "while running" in result.message, (status, result.message)
+        assert result.matches.outcome == result.matches.OUTCOME_CANCELED
     finally:
         assert client.set_parameter("debug_stage_delay", 0.0)[0]
     status, _, _ = client.locate("a green roof")   # still serving
@@ -282,6 +307,7 @@ def test_new_goal_supersedes_the_pending_one(client, node_log):
         assert client.set_parameter("debug_stage_delay", 0.0)[0]   # the newer goal need not crawl
         assert status == "aborted" and not result.success
         assert result.message.startswith("superseded: goal topic-")
+        assert result.matches.outcome == result.matches.OUTCOME_SUPERSEDED
         assert result.matches.goal_id in result.message and "started" in result.message
         newer = client.wait_for_query("a white roof", start, timeout=30.0)
         assert newer.goal_id in result.message and newer.status.startswith("ok:")
@@ -333,6 +359,7 @@ def test_records_without_coordinates_and_degraded_captions(client, nogeo_gallery
     client.send_goal("a red roof")
     msg = client.wait_for_query("a red roof", starts["matches"])
     assert msg.status.startswith("ok: ") and "has no coordinates: no target pose published" in msg.status
+    assert msg.outcome == msg.OUTCOME_NO_TARGET
     assert len(msg.image_ids) == 5 and not any(m.has_geo or m.has_target for m in msg.matches)
     assert all(math.isnan(m.latitude) and math.isnan(m.longitude) for m in msg.matches)
     stamp = msg.header.stamp
@@ -354,6 +381,7 @@ def test_records_without_coordinates_and_degraded_captions(client, nogeo_gallery
     assert status == "succeeded" and result.success
     assert result.matches.degraded and not result.matches.reranked
     assert result.message.startswith("degraded: caption stage failed")
+    assert result.matches.outcome == result.matches.OUTCOME_DEGRADED
     assert len(result.matches.image_ids) == 5
     assert all(m.score == m.coarse_score and math.isnan(m.caption_score) for m in result.matches.matches)
 

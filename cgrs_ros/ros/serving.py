@@ -1,7 +1,7 @@
-"""What ``configure`` loads (engine, ground targets, worker) and how a goal's options are checked.
+"""What the node serves with: what ``configure`` loads (engine, ground targets, worker), and how a
+goal's text and options are checked.
 
-No rclpy here: the node passes its logger and a parameter getter, so this is the plain-Python side
-of the lifecycle.
+No rclpy here: the node passes its logger and a parameter getter.
 """
 from __future__ import annotations
 
@@ -19,14 +19,17 @@ from cgrs_ros.ros.worker import GoalWorker, Job, Serving, free_engine
 
 def quiet_model_libraries() -> None:
     """Keep transformers' per-load reports (e.g. 'UNEXPECTED key' tables of models whose unused heads
-    are dropped on purpose) out of the node's log; errors still show.  Must run before the import."""
+    are dropped on purpose) out of the node's log unless asked for (TRANSFORMERS_VERBOSITY=info);
+    its errors still show, through the node's logger (:mod:`cgrs_ros.ros.log_bridge`).  Must run
+    before transformers is imported."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _demo_index(config, log) -> str:
-    """The demo index folder, built (minutes) on first use, with the progress in the node's log."""
+    """The demo index folder, built (minutes) on first use, with the progress as log lines."""
     from cgrs_ros.demo import demo_paths, ensure_demo_index
     from cgrs_ros.index import META
+    from cgrs_ros.ros.log_bridge import ProgressLines
 
     _, index = demo_paths(config)
     if (index / META).is_file():
@@ -34,7 +37,7 @@ def _demo_index(config, log) -> str:
     log.info(f"first use: generating and indexing the demo world into {index} (a few minutes on a CPU; "
              "lifecycle and parameter services keep answering)")
     started = time.perf_counter()
-    ensure_demo_index(config, progress=True)
+    ensure_demo_index(config, progress=ProgressLines(log))
     log.info(f"demo index built in {time.perf_counter() - started:.0f} s")
     return str(index)
 
@@ -46,8 +49,10 @@ def load_serving(values: dict, run: Callable[[Job], None], log) -> Serving:
     from cgrs_ros.targets import IndexTargets
 
     datum = validate_datum(values["datum_latitude"], values["datum_longitude"], values["datum_altitude"])
-    config = load_engine_config(values["engine_config"] or None)
-    changes = {"max_results": values["max_results"]}
+    config = load_engine_config(values["engine_config"] or None, device=values["device"] or None)
+    changes = {}
+    if values["max_results"] > 0:
+        changes["max_results"] = values["max_results"]
     if values["top_k"] > 0:
         changes["top_k"] = values["top_k"]
     if values["fusion_weight"] >= 0.0:
@@ -55,10 +60,9 @@ def load_serving(values: dict, run: Callable[[Job], None], log) -> Serving:
     if values["caption_mode"]:
         changes["caption_mode"] = values["caption_mode"]
     config = replace(config, retrieval=replace(config.retrieval, **changes).validated("node parameters"))
-    device = values["device"] or None
     index_dir = values["index_dir"] or _demo_index(config, log)
-    log.info(f"loading engine: config {config.source}, index {index_dir}, device {device or config.device}")
-    engine = CGRSEngine.load(config, index_dir=index_dir, device=device)
+    log.info(f"loading engine: config {config.source}, index {index_dir}, device {config.device}")
+    engine = CGRSEngine.load(config, index_dir=index_dir)
     if engine.calibration is None:
         log.warning(f"no calibrated confidence ({engine.calibration_note}): goal_pose is never forwarded")
     try:
@@ -94,6 +98,6 @@ def query_options(engine, param: Callable, top_k: int = 0, fusion_weight: float 
         top_k=top_k or param("top_k") or None,
         fusion_weight=fusion_weight if fusion_weight >= 0.0 else (node_weight if node_weight >= 0.0 else None),
         caption_mode=caption_mode or param("caption_mode") or None,
-        max_results=param("max_results"))
+        max_results=param("max_results") or None)
     options.apply(engine.config.retrieval)  # raises CGRSInputError for anything else
     return options
