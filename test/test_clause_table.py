@@ -94,11 +94,22 @@ def test_a_cached_query_reads_no_caption_and_encodes_only_its_own_clauses(engine
         encoded.extend(texts)
         return original(self, texts)
 
+    read = []
+    original_texts = GalleryIndex.caption_texts
+
+    def texts_spy(self, rows):
+        read.extend(int(r) for r in rows)
+        return original_texts(self, rows)
+
     with patch.object(SentenceTransformerSimilarity, "encode", spy), \
-            patch.object(GalleryIndex, "caption_texts", side_effect=AssertionError("captions read")):
+            patch.object(GalleryIndex, "caption_texts", texts_spy):
         result = engine.query(goal, QueryOptions(caption_mode="cached"))
     assert result.reranked and not result.degraded
     assert set(encoded) <= {r.what for r in relations(goal)}
+    # the rerank reads no caption; only the confidence reads those of the first JUDGED_PLACES places
+    from cgrs_ros.engine import JUDGED_PLACES
+    judged = {int(v.row) for p in result.places[:JUDGED_PLACES] for v in p.views}
+    assert read and set(read) <= judged
     # a shown match still carries its caption, read for it alone
     assert [m.caption for m in result.matches] == [engine.index.captions[m.row] for m in result.matches]
 
