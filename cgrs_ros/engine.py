@@ -167,17 +167,17 @@ class Ambiguity:
 
     place_ids: tuple[str, ...]       # the places that fit, best ranked first
     differences: tuple[str, ...]     # per place (same order): what its captions state that the other's do not
+                                     # (the first two places compared; '' for the others)
     question: str                    # one question whose answer decides between them
 
 
 @dataclass(frozen=True)
 class Judgement:
     """How far a ranking's best place can be trusted: the confidence's features (None: none can be
-    computed), the places the goal does not tell apart, and the first places' agreements."""
+    computed) and the places the goal does not tell apart."""
 
     features: np.ndarray | None
     ambiguity: Ambiguity | None
-    agreements: tuple = ()
 
 
 @dataclass
@@ -416,7 +416,7 @@ class CGRSEngine:
         fitting = [n for n, a in enumerate(agreements) if a.fits]
         if agreements and agreements[0].fits and len(fitting) > 1:
             ambiguity = self._ambiguity([places[n] for n in fitting], [evidence[n] for n in fitting], goal)
-        return Judgement(features, ambiguity, agreements)
+        return Judgement(features, ambiguity)
 
     def place_evidence(self, rows: np.ndarray) -> PlaceEvidence:
         """What the captions of one place's views (index rows) state, sides read only from north-up views."""
@@ -433,9 +433,8 @@ class CGRSEngine:
         apart = [", ".join(first) or "no other landmark named", ", ".join(second) or "no other landmark named"]
         question = (f"Two places fit: {ids[0]} ({apart[0]}) or {ids[1]} ({apart[1]})?" if first or second else
                     f"Two places fit and their captions do not tell them apart: {ids[0]} or {ids[1]}?")
-        others = [f"{pid}" for pid in ids[2:]]
-        if others:
-            question += f" ({len(others)} more fit: {', '.join(others)})"
+        if ids[2:]:
+            question += f" ({len(ids) - 2} more fit: {', '.join(ids[2:])})"
         return Ambiguity(tuple(ids), tuple(apart + [""] * (len(ids) - 2)), question)
 
     def coarse_scores(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -141,8 +141,8 @@ _COLOUR_WORD = "|".join(sorted((re.escape(w) for words in _COLOURS.values() for 
 _LANDMARK_PATTERNS = sorted(((kind, pattern) for kind, patterns in _LANDMARKS.items() for pattern in patterns),
                             key=lambda kp: -len(kp[1]))
 _LANDMARK_RE = re.compile(
-    r"\b(?:(?:" + _COLOUR_WORD + r")\s+)?(" + "|".join(f"(?P<k{n}>{p})" for n, (_, p) in enumerate(_LANDMARK_PATTERNS))
-    + r")\b", re.IGNORECASE)
+    r"\b(?:(?:" + _COLOUR_WORD + r")\s+)?(?:" + "|".join(f"(?P<k{n}>{p})" for n, (_, p) in enumerate(_LANDMARK_PATTERNS))
+    + r")\b", re.IGNORECASE)            # the one named group that matched (``lastgroup``) says which kind
 # a bare letter shape as planners write it: "white T roof", "U building"
 _LETTER_SHAPE = re.compile(r"(?<![\w-])([LUT])(?:[- ]?(?:shaped|shape|form|type))?(?=\s+(?:roof|building|block|"
                            r"footprint|house|structure|shape)\b)")
@@ -170,13 +170,9 @@ def read_facts(text: str) -> Reading:
     facts: list[Fact] = []
     unread = 0
     for relation in relations(text):
-        found = []
-        rest = relation.what
-        for match in _LANDMARK_RE.finditer(relation.what):
-            kind = next(_LANDMARK_PATTERNS[n][0] for n in range(len(_LANDMARK_PATTERNS))
-                        if match.group(f"k{n}") is not None)
-            found.append(Fact(LANDMARK, kind, frozenset(relation.sides)))
-        rest = _LANDMARK_RE.sub(" ", rest)
+        found = [Fact(LANDMARK, _LANDMARK_PATTERNS[int(match.lastgroup[1:])][0], frozenset(relation.sides))
+                 for match in _LANDMARK_RE.finditer(relation.what)]
+        rest = _LANDMARK_RE.sub(" ", relation.what)
         found += _attributes(rest)
         if not found and any(w not in _STOP for w in _WORD.findall(rest.lower())):
             unread += 1
